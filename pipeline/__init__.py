@@ -1,0 +1,2 @@
+"""Lung-nodule CT pipeline."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""CT input/output: scans (mhd, NIfTI, NRRD, DICOM series), geometry, LUNA16 CSVs."""
