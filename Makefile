@@ -15,13 +15,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 repro: $(STAMP)
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -m "slow or not slow"
 
 figures: $(STAMP)
 	$(PY) -m pipeline figures --out docs
