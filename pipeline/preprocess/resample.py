@@ -1,0 +1,58 @@
+"""Resampling to a target spacing with SimpleITK, keeping origin and direction.
+
+The output grid keeps the original origin (voxel (0,0,0) stays at the same world point)
+and direction, and covers the same physical extent: along each index axis
+``n_new = max(1, round(n_old * spacing_old / spacing_new))``, so the extent matches the
+original within one target voxel.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.io.geometry import Geometry
+from pipeline.io.scans import to_sitk
+
+
+def target_geometry(geometry: Geometry, spacing_xyz_mm: Sequence[float]) -> Geometry:
+    """Grid with ``spacing_xyz_mm`` covering ``geometry``'s extent (same origin and direction)."""
+    ext = np.asarray(geometry.extent_xyz_mm, dtype=float)
+    sp = np.asarray(spacing_xyz_mm, dtype=float)
+    size_xyz = np.maximum(1, np.rint(ext / sp)).astype(int)
+    return Geometry(geometry.origin_xyz_mm, tuple(sp), geometry.direction,
+                    (int(size_xyz[2]), int(size_xyz[1]), int(size_xyz[0])))
+
+
+def resample(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
+             interpolation: str = "linear", fill_value: float = 0.0,
+             extrapolate: bool = True) -> np.ndarray:
+    """Resample a (z, y, x) volume from ``geometry`` onto ``target`` with ``sitk.Resample``.
+
+    Args:
+        interpolation: ``"linear"`` (images; float32 output) or ``"nearest"`` (label masks;
+            output keeps the input dtype).
+        fill_value: value of target voxels outside the input (e.g. -1000 HU air) when
+            ``extrapolate`` is False.
+        extrapolate: nearest-neighbour extrapolation outside the input's voxel centres. The
+            target grid covers ``n * spacing`` (the voxels' physical extent) while the input's
+            centres span ``(n - 1) * spacing``; without extrapolation the last target slices of
+            a scan would be filled with air, which joins the lungs to the outside air.
+
+    Returns:
+        array of shape ``target.shape_zyx``.
+    """
+    import SimpleITK as sitk
+
+    interps = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+    if interpolation not in interps:
+        raise ValueError(f"interpolation must be one of {sorted(interps)}, got {interpolation!r}")
+    src = array_zyx.astype(np.float32, copy=False) if interpolation == "linear" else array_zyx
+    image = to_sitk(src, geometry)
+    nz, ny, nx = target.shape_zyx
+    out = sitk.Resample(
+        image, [int(nx), int(ny), int(nz)], sitk.Transform(), interps[interpolation],
+        target.origin_xyz_mm, target.spacing_xyz_mm, tuple(target.direction_matrix.ravel().tolist()),
+        float(fill_value), image.GetPixelID(), bool(extrapolate),
+    )
+    return sitk.GetArrayFromImage(out)

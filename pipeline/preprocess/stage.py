@@ -1,0 +1,182 @@
+"""The ``preprocess`` stage: every scan of a LUNA16 root, in parallel, resumable.
+
+Parallelism: a local ``ProcessPoolExecutor`` (``workers`` processes, forkserver start so
+no SimpleITK thread pool is inherited through ``fork``), or a Dask distributed cluster
+(``scheduler="tcp://..."`` or a ``dask.distributed.Client``) via ``client.map`` +
+``as_completed``. Each task writes its own files; the parent only collects small dicts.
+
+Resuming: a scan is skipped when its three files exist and its sidecar (written last)
+carries the current ``params_hash``; a killed run therefore restarts where it stopped and
+ends with the same bytes as an uninterrupted run.
+
+Failures (unreadable or truncated file, NaNs, no lungs) are recorded in ``failures.csv``
+and the manifest, the other scans go on; the stage raises only when more than
+``max_failures`` scans failed. Default 2: one or two corrupted downloads out of 888
+LUNA16 scans should not throw away hours of work (they are listed and excluded
+downstream), while more than that points to a systematic problem (wrong folder, wrong
+parameters) that must stop ``dvc repro``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from pipeline.errors import DataError, PipelineError
+from pipeline.io.luna16 import index_root
+from pipeline.preprocess.config import PreprocessConfig
+from pipeline.preprocess.storage import is_done, paths_for, write_outputs
+from pipeline.utils import write_csv, write_json
+
+log = logging.getLogger(__name__)
+MANIFEST_COLUMNS = ["seriesuid", "subset", "status", "reason", "seconds"]
+FAILURE_COLUMNS = ["seriesuid", "path", "reason"]
+
+
+@dataclass
+class PreprocessResult:
+    out_dir: Path
+    manifest: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_failed(self) -> int:
+        return int((self.manifest["status"] == "failed").sum())
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def process_one(seriesuid: str, subset: int, path: str, out_dir: str, cfg: PreprocessConfig) -> dict:
+    """Preprocess one scan and write its files; never raises for bad data (returns status)."""
+    from pipeline.io.scans import read_scan
+    from pipeline.preprocess.core import preprocess_scan
+
+    t0 = time.perf_counter()
+    phash = cfg.params_hash()
+    status, reason = "ok", ""
+    if is_done(out_dir, seriesuid, phash):
+        status, reason = "skipped", "up to date"
+    else:
+        try:
+            scan = read_scan(path)
+            pre = preprocess_scan(scan, cfg)
+            sidecar = {
+                "seriesuid": seriesuid, "subset": int(subset), "source_path": str(path),
+                "original_geometry": scan.geometry.to_dict(), "geometry": pre.geometry.to_dict(),
+                "window_hu": list(cfg.window_hu), "spacing_xyz_mm": list(cfg.spacing_xyz_mm),
+                "params": cfg.output_params(), "params_hash": phash,
+                "lung_volume_ml": round(float(pre.lung_zyx.sum(dtype="int64"))
+                                        * float(pre.geometry.spacing_xyz_mm[0] * pre.geometry.spacing_xyz_mm[1]
+                                                * pre.geometry.spacing_xyz_mm[2]) / 1000.0, 3),
+            }
+            write_outputs(out_dir, seriesuid, pre.array_zyx, pre.lung_zyx, sidecar)
+        except DataError as exc:
+            status, reason = "failed", exc.reason
+        except Exception as exc:  # noqa: BLE001 - one bad scan must not stop the batch
+            status, reason = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            log.exception("unexpected error on %s", path)
+        if status == "failed":  # a stale done-marker from an earlier run must not survive
+            paths_for(out_dir, seriesuid)["sidecar"].unlink(missing_ok=True)
+    return {"seriesuid": seriesuid, "subset": int(subset), "path": str(path), "status": status,
+            "reason": reason, "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid(),
+            "peak_rss_mb": round(_peak_rss_mb(), 1)}
+
+
+def _iter_results(tasks: list[tuple], out_dir: str, cfg: PreprocessConfig, workers: int,
+                  scheduler: Any) -> Iterator[dict]:
+    if scheduler is not None:
+        from dask.distributed import Client, as_completed
+
+        client = Client(scheduler) if isinstance(scheduler, str) else scheduler
+        try:
+            futures = client.map(process_one, *zip(*tasks), out_dir=out_dir, cfg=cfg, pure=False)
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            if isinstance(scheduler, str):
+                client.close()
+    elif workers > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+
+        ctx = mp.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+            futs = [pool.submit(process_one, *t, out_dir, cfg) for t in tasks]
+            for fut in cf_completed(futs):
+                yield fut.result()
+    else:
+        for t in tasks:
+            yield process_one(*t, out_dir, cfg)
+
+
+def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
+        cfg: PreprocessConfig = PreprocessConfig(), *, workers: int | None = None,
+        scheduler: Any = None, progress: bool = True) -> PreprocessResult:
+    """Preprocess every ``subsetK/<uid>.mhd`` under ``luna_root`` into ``out_dir``.
+
+    Args:
+        workers: local processes (default ``cfg.workers``); ignored when a scheduler is given.
+        scheduler: Dask scheduler address ``tcp://...`` or a ``dask.distributed.Client``
+            (default ``cfg.scheduler``).
+
+    Returns:
+        :class:`PreprocessResult`; ``manifest.csv``, ``failures.csv`` and ``summary.json``
+        are written to ``out_dir``.
+
+    Raises:
+        PipelineError: more than ``cfg.max_failures`` scans failed (outputs still written).
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".tmp-*"):  # left by a killed run (atomic writes never finished)
+        stale.unlink(missing_ok=True)
+    index = index_root(luna_root)
+    workers = int(workers or cfg.workers)
+    scheduler = scheduler if scheduler is not None else cfg.scheduler
+    tasks = [(r.seriesuid, int(r.subset), str(r.path)) for r in index.itertuples()]
+    t0 = time.perf_counter()
+    results = []
+    with tqdm(total=len(tasks), desc="preprocess", unit="scan", disable=not progress) as bar:
+        for res in _iter_results(tasks, str(out), cfg, workers, scheduler):
+            results.append(res)
+            bar.update()
+            if res["status"] == "failed":
+                log.warning("failed: %s: %s", res["path"], res["reason"])
+    wall = time.perf_counter() - t0
+    df = pd.DataFrame(results).sort_values(["subset", "seriesuid"]).reset_index(drop=True)
+    write_csv(out / "manifest.csv", df[MANIFEST_COLUMNS])
+    failed = df[df["status"] == "failed"]
+    write_csv(out / "failures.csv", failed[FAILURE_COLUMNS])
+    done = df[df["status"] == "ok"]
+    rss = df.groupby("pid")["peak_rss_mb"].max()
+    summary = {
+        "n_scans": len(df), "ok": int((df["status"] == "ok").sum()),
+        "skipped": int((df["status"] == "skipped").sum()), "failed": len(failed),
+        "seconds_total": round(wall, 2),
+        "seconds_per_scan_mean": round(float(done["seconds"].mean()), 3) if len(done) else None,
+        "seconds_per_scan_max": round(float(done["seconds"].max()), 3) if len(done) else None,
+        "workers": workers if scheduler is None else None,
+        "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler_info", lambda: {})()
+                                                         .get("address", scheduler)),
+        "peak_rss_mb_per_worker": {str(k): float(v) for k, v in rss.items()},
+        "peak_rss_mb_max": float(rss.max()) if len(rss) else None,
+        "params": cfg.output_params(), "params_hash": cfg.params_hash(),
+        "max_failures": int(cfg.max_failures),
+    }
+    write_json(out / "summary.json", summary)
+    result = PreprocessResult(out, df[MANIFEST_COLUMNS], summary)
+    if len(failed) > cfg.max_failures:
+        raise PipelineError(f"{out / 'failures.csv'}: {len(failed)} scan(s) failed, more than "
+                            f"preprocess.max_failures={cfg.max_failures} (first: {failed.iloc[0]['path']}: "
+                            f"{failed.iloc[0]['reason']})")
+    return result
