@@ -1,0 +1,118 @@
+"""Write a synthetic LUNA16 root: ``subsetK/<uid>.mhd+.raw`` and the LUNA16 CSVs."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import to_dict
+from pipeline.io.scans import write_scan
+from pipeline.synth.config import SynthConfig
+from pipeline.synth.scan import FLIPS, make_scan, make_uid
+from pipeline.utils import write_csv, write_json, write_text
+
+log = logging.getLogger(__name__)
+ANN = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
+CAND = ["seriesuid", "coordX", "coordY", "coordZ", "class"]
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    index: int
+    subset: int
+    seriesuid: str
+    seed: tuple[int, int]
+    spacing_xyz_mm: tuple[float, float, float]
+    direction: tuple[tuple[float, ...], ...]
+
+
+@dataclass
+class SynthResult:
+    out_dir: Path
+    paths: dict[str, Path]
+    counts: dict[str, int]
+    seconds: float
+    bytes_per_scan: float
+    scans: list[ScanPlan] = field(default_factory=list)
+
+
+def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
+    """Per-scan uid, subset (round robin), seed, spacing and direction; deterministic for cfg.seed.
+
+    Exactly ``round(flip_fraction * scans)`` scans get one flipped index axis.
+    """
+    rng = np.random.default_rng([int(cfg.seed), 0x5EED])
+    n = int(cfg.scans)
+    flipped = set(rng.permutation(n)[: int(round(cfg.flip_fraction * n))].tolist())
+    plans, uids = [], set()
+    for i in range(n):
+        uid = make_uid(rng)
+        while uid in uids:
+            uid = make_uid(rng)
+        uids.add(uid)
+        sxy = round(float(rng.uniform(*cfg.spacing_inplane_mm)), 6)
+        spacing = (sxy, sxy, float(rng.choice(cfg.slice_mm)))
+        flip = FLIPS[int(rng.integers(0, len(FLIPS)))]
+        direction = np.diag(flip) if i in flipped else np.eye(3)
+        plans.append(ScanPlan(i, i % int(cfg.subsets), uid, (int(cfg.seed), i + 1), spacing,
+                              tuple(map(tuple, direction.tolist()))))
+    return plans
+
+
+def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig(), *, progress: bool = True) -> SynthResult:
+    """Generate ``cfg.scans`` scans into ``out_dir`` (LUNA16 layout); returns paths, counts, timings."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    plans = plan_scans(cfg)
+    keep = {f"{p.seriesuid}{s}" for p in plans for s in (".mhd", ".raw")}
+    for stale in sorted(out.glob("subset*/*")):
+        if stale.suffix in (".mhd", ".raw") and stale.name not in keep:
+            log.info("removing stale %s", stale)
+            stale.unlink()
+    ann, exc, cand, per_scan = [], [], [], []
+    it = plans
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(plans, desc="synth", unit="scan")
+    for p in it:
+        t = time.perf_counter()
+        scan = make_scan(p.seriesuid, np.random.default_rng(list(p.seed)), cfg,
+                         spacing_xyz_mm=p.spacing_xyz_mm, direction=p.direction)
+        path = out / f"subset{p.subset}" / f"{p.seriesuid}.mhd"
+        write_scan(scan.array_zyx, scan.geometry, path)
+        nbytes = path.stat().st_size + path.with_suffix(".raw").stat().st_size
+        ann.append(scan.nodules)
+        exc.append(scan.excluded)
+        cand.append(scan.candidates)
+        per_scan.append({"seriesuid": p.seriesuid, "subset": p.subset, "seconds": round(time.perf_counter() - t, 3),
+                         "bytes": nbytes, "shape_zyx": list(scan.geometry.shape_zyx),
+                         "spacing_xyz_mm": list(scan.geometry.spacing_xyz_mm), "flipped": scan.meta["flipped"],
+                         "nodules": len(scan.nodules), "excluded": len(scan.excluded)})
+    ann_df = pd.concat(ann, ignore_index=True)
+    cand_df = pd.concat(cand, ignore_index=True)
+    paths = {
+        "annotations": write_csv(out / "annotations.csv", ann_df[ANN]),
+        "annotations_excluded": write_csv(out / "annotations_excluded.csv", pd.concat(exc, ignore_index=True)[ANN]),
+        "candidates": write_csv(out / "candidates.csv", cand_df[CAND]),
+        "seriesuids": write_text(out / "seriesuids.csv", "".join(f"{p.seriesuid}\n" for p in plans)),
+    }
+    seconds = time.perf_counter() - t0
+    counts = {"scans": len(plans), "subsets": int(cfg.subsets), "flipped": sum(s["flipped"] for s in per_scan),
+              "annotations": len(ann_df), "excluded": int(sum(len(e) for e in exc)),
+              "candidates": len(cand_df), "candidates_pos": int((cand_df["class"] == 1).sum()),
+              "candidates_neg": int((cand_df["class"] == 0).sum()),
+              "scans_without_nodules": sum(s["nodules"] == 0 for s in per_scan)}
+    bytes_per_scan = float(np.mean([s["bytes"] for s in per_scan]))
+    paths["summary"] = write_json(out / "synth_summary.json", {
+        "counts": counts, "seconds": round(seconds, 2), "seconds_per_scan": round(seconds / len(plans), 3),
+        "bytes_per_scan": int(bytes_per_scan), "bytes_total": int(sum(s["bytes"] for s in per_scan)),
+        "params": to_dict(cfg), "scans": per_scan})
+    log.info("synth: %d scans, %d annotations, %d candidates in %.1f s (%.1f MB/scan) -> %s", len(plans),
+             len(ann_df), len(cand_df), seconds, bytes_per_scan / 1e6, out)
+    return SynthResult(out, paths, counts, seconds, bytes_per_scan, plans)

@@ -1,0 +1,195 @@
+"""Synthetic LUNA16 generator: layout, determinism, geometry of annotations, HU, candidates, figure."""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import from_dict
+from pipeline.errors import ConfigError
+from pipeline.io.luna16 import index_root, read_annotations, read_candidates, read_seriesuids
+from pipeline.io.scans import read_scan
+from pipeline.synth import SynthConfig, generate, make_scan, plan_scans
+from pipeline.utils import sha256_file
+
+COORDS = ["coordX", "coordY", "coordZ"]
+
+
+def _cfg(root) -> SynthConfig:
+    return from_dict(SynthConfig, json.loads((root / "synth_summary.json").read_text())["params"], "synth")
+
+
+@pytest.fixture(scope="module")
+def tiny_scans(tiny_luna):
+    """The tiny_luna scans regenerated in memory (with label maps), keyed by seriesuid."""
+    cfg = _cfg(tiny_luna)
+    return {p.seriesuid: make_scan(p.seriesuid, np.random.default_rng(list(p.seed)), cfg,
+                                   spacing_xyz_mm=p.spacing_xyz_mm, direction=p.direction)
+            for p in plan_scans(cfg)}
+
+
+def test_layout_and_luna16_columns(tiny_luna):
+    idx = index_root(tiny_luna)
+    assert len(idx) == 4 and sorted(idx["subset"].unique()) == [0, 1]
+    uids = read_seriesuids(tiny_luna / "seriesuids.csv")
+    assert sorted(uids) == sorted(idx["seriesuid"])
+    assert not (tiny_luna / "seriesuids.csv").read_text().startswith("seriesuid")
+    for u in uids:
+        assert re.fullmatch(r"1\.3\.6\.1\.4\.1\.14519\.5\.2\.1\.6279\.6001\.[1-9][0-9]+", u) and 55 <= len(u) <= 64
+    ann = read_annotations(tiny_luna / "annotations.csv")
+    cand = read_candidates(tiny_luna / "candidates.csv")
+    exc = read_annotations(tiny_luna / "annotations_excluded.csv")
+    assert list(pd.read_csv(tiny_luna / "candidates.csv").columns) == ["seriesuid", *COORDS, "class"]
+    assert list(pd.read_csv(tiny_luna / "annotations.csv").columns) == ["seriesuid", *COORDS, "diameter_mm"]
+    assert set(ann["seriesuid"]) | set(cand["seriesuid"]) | set(exc["seriesuid"]) <= set(uids)
+    assert (ann["diameter_mm"] > 3).all() and (ann["diameter_mm"] <= 30).all()
+    assert ((exc["diameter_mm"] < 3) | (exc["diameter_mm"] == -1)).all() and len(exc) > 0
+    for path in idx["path"]:
+        header = dict(ln.split(" = ", 1) for ln in open(path).read().splitlines())
+        assert header["ElementType"] == "MET_SHORT" and header["NDims"] == "3"
+        assert {"Offset", "ElementSpacing", "TransformMatrix", "DimSize", "ElementDataFile"} <= set(header)
+        scan = read_scan(path)
+        assert scan.array_zyx.dtype == np.int16
+        sx, sy, sz = scan.geometry.spacing_xyz_mm
+        assert sx == sy and 0.5 <= sx <= 0.9 and sz in (0.625, 1.0, 1.25, 2.0, 2.5)
+        assert scan.geometry.origin_xyz_mm[2] < 0
+    summary = json.loads((tiny_luna / "synth_summary.json").read_text())
+    assert summary["counts"]["scans"] == 4 and summary["bytes_per_scan"] > 0 and summary["seconds"] > 0
+
+
+def test_deterministic_bytes(tiny_luna, tmp_path):
+    cfg = _cfg(tiny_luna)
+    generate(tmp_path / "a", cfg, progress=False)
+    files = sorted(p.relative_to(tiny_luna) for p in tiny_luna.rglob("*") if p.suffix in (".raw", ".csv", ".mhd"))
+    assert len(files) == 4 * 2 + 4
+    for f in files:
+        assert sha256_file(tiny_luna / f) == sha256_file(tmp_path / "a" / f), f
+    other = generate(tmp_path / "b", from_dict(SynthConfig, {**json.loads(
+        (tiny_luna / "synth_summary.json").read_text())["params"], "seed": 3, "scans": 1}), progress=False)
+    assert other.scans[0].seriesuid != plan_scans(cfg)[0].seriesuid
+    assert sha256_file(tmp_path / "b" / "candidates.csv") != sha256_file(tiny_luna / "candidates.csv")
+
+
+def test_annotations_land_on_nodules_also_in_flipped_scans(tiny_luna, tiny_scans):
+    ann = read_annotations(tiny_luna / "annotations.csv")
+    idx = index_root(tiny_luna).set_index("seriesuid")
+    flipped_hits = 0
+    for uid, rows in ann.groupby("seriesuid"):
+        scan = read_scan(idx.loc[uid, "path"])
+        syn = tiny_scans[uid]
+        assert np.array_equal(scan.array_zyx, syn.array_zyx)
+        kinds = syn.nodules.set_index(syn.nodules[COORDS].round(4).apply(tuple, axis=1))["kind"]
+        for row in rows.itertuples():
+            c = np.array([row.coordX, row.coordY, row.coordZ])
+            assert scan.geometry.contains_world(c)
+            k = tuple(scan.geometry.world_to_nearest_voxel_zyx(c))
+            kind = kinds[tuple(np.round(c, 4))]
+            hu = scan.array_zyx[k]
+            assert syn.labels_zyx[k] == 6, (uid, kind)
+            if kind == "ggo":
+                assert -800 < hu < -150, (uid, kind, hu)
+            else:
+                assert hu > -300, (uid, kind, hu)
+            flipped_hits += not scan.geometry.is_identity_direction
+    assert flipped_hits >= 1
+
+
+def test_tissue_hu_plausible(tiny_scans):
+    for syn in tiny_scans.values():
+        a, lab = syn.array_zyx.astype(float), syn.labels_zyx
+        assert abs(a[lab == 2].mean() + 850) < 60
+        assert a[lab == 4].mean() > 300
+        assert abs(a[lab == 0].mean() + 1000) < 30
+        assert a[lab == 3].mean() > a[lab == 2].mean() + 300
+        assert -60 < a[lab == 5].mean() < 100
+        lung = np.isin(lab, (2, 3, 6)).mean()
+        assert 0.08 < lung < 0.5, lung
+
+
+def test_candidates_like_luna16(tiny_luna, tiny_scans):
+    cand = read_candidates(tiny_luna / "candidates.csv")
+    ann = read_annotations(tiny_luna / "annotations.csv")
+    cfg = _cfg(tiny_luna)
+    on_vessel = 0
+    for uid, rows in cand.groupby("seriesuid"):
+        syn = tiny_scans[uid]
+        g = syn.geometry
+        nod = ann[ann["seriesuid"] == uid]
+        centres, radii = nod[COORDS].to_numpy(), nod["diameter_mm"].to_numpy() / 2
+        pos, neg = rows[rows["class"] == 1], rows[rows["class"] == 0]
+        assert len(neg) == cfg.negatives_per_scan and len(pos) >= len(nod)
+        for p in pos[COORDS].to_numpy():
+            d = np.linalg.norm(centres - p, axis=1)
+            assert (d <= 0.25 * radii + 1e-6).any()
+        for p in neg[COORDS].to_numpy():
+            assert (np.linalg.norm(centres - p, axis=1) > radii).all()
+            assert g.contains_world(p)
+            k = g.world_to_nearest_voxel_zyx(p)
+            r = np.ceil(2.0 / np.asarray(g.spacing_zyx_mm)).astype(int)
+            lo = np.maximum(k - r, 0)
+            on_vessel += bool((syn.labels_zyx[lo[0]:k[0] + r[0] + 1, lo[1]:k[1] + r[1] + 1,
+                                              lo[2]:k[2] + r[2] + 1] == 3).any())
+    assert on_vessel >= 0.25 * (cand["class"] == 0).sum()
+
+
+def test_make_scan_explicit_grid_and_flip():
+    cfg = SynthConfig(fov_mm=(120.0, 120.0, 60.0), nodules_per_scan=(2, 2))
+    a = make_scan("1.2.3", 7, cfg, shape_zyx=(30, 96, 96), spacing_xyz_mm=(1.2, 1.2, 2.0),
+                  direction=np.diag([-1.0, 1.0, 1.0]))
+    assert a.array_zyx.shape == a.labels_zyx.shape == (30, 96, 96) and a.array_zyx.dtype == np.int16
+    assert a.labels_zyx.dtype == np.uint8 and not a.geometry.is_identity_direction
+    assert set(np.unique(a.labels_zyx)) >= {0, 1, 2, 4, 5}
+    b = make_scan("1.2.3", 7, cfg, shape_zyx=(30, 96, 96), spacing_xyz_mm=(1.2, 1.2, 2.0),
+                  direction=np.diag([-1.0, 1.0, 1.0]))
+    assert np.array_equal(a.array_zyx, b.array_zyx)
+    with pytest.raises(ConfigError, match="signed permutation"):
+        make_scan("1.2.3", 7, cfg, shape_zyx=(8, 16, 16), spacing_xyz_mm=(1, 1, 1),
+                  direction=[[0.6, 0.8, 0], [-0.8, 0.6, 0], [0, 0, 1]])
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="valid keys"):
+        from_dict(SynthConfig, {"scanz": 3}, "synth")
+    with pytest.raises(ConfigError, match="diameter_mm"):
+        SynthConfig(diameter_mm=(1.0, 30.0))
+    assert from_dict(SynthConfig, {"fov_mm": [200, 200, 100]}).fov_mm == (200, 200, 100)
+
+
+def test_cli_flags_override_params(tmp_path):
+    from pipeline.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("synth:\n  scans: 9\n  fov_mm: [100, 100, 50]\n  negatives_per_scan: 10\n")
+    out = tmp_path / "luna"
+    assert main(["synth", "--out", str(out), "--scans", "2", "--seed", "4", "--subsets", "1",
+                 "--params", str(params), "--no-progress"]) == 0
+    idx = index_root(out)
+    assert len(idx) == 2 and set(idx["subset"]) == {0}
+    params.write_text("synth:\n  bogus: 1\n")
+    assert main(["synth", "--out", str(out), "--params", str(params)]) == 1
+
+
+def test_figure_written(tiny_luna, tmp_path):
+    from pipeline.synth.figure import plot_scan
+
+    png = plot_scan(tiny_luna, tmp_path / "scan.png")
+    assert png.stat().st_size > 30_000
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(png)
+    assert img.shape[0] > 600 and img.std() > 0.1  # 2 scans x (axial, coronal)
+
+
+@pytest.mark.slow
+def test_full_size_scan_benchmark():
+    t = time.perf_counter()
+    s = make_scan("1.2.3", 0, SynthConfig(), shape_zyx=(300, 512, 512), spacing_xyz_mm=(0.7, 0.7, 1.25),
+                  direction=np.eye(3))
+    seconds = time.perf_counter() - t
+    assert s.array_zyx.shape == (300, 512, 512)
+    assert abs(s.array_zyx[s.labels_zyx == 2].mean() + 850) < 60
+    assert seconds < 60, seconds
