@@ -1,0 +1,37 @@
+"""``python -m pipeline patches --luna data/luna16 --preprocessed data/preprocessed --out data/patches``."""
+from __future__ import annotations
+
+import argparse
+
+from pipeline.cliutil import add_params_arg, existing_path, params_section
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.config import from_dict
+    from pipeline.patches.config import PatchesConfig
+    from pipeline.patches.stage import run
+
+    params = params_section(args, "patches")
+    if args.workers is not None:
+        params["workers"] = args.workers
+    cfg = from_dict(PatchesConfig, params, "patches")
+    res = run(args.luna, args.preprocessed, args.out, cfg, progress=not args.no_progress)
+    s = res.summary
+    print(f"patches: {s['n_samples']} samples from {s['n_scans']} scans in {s['n_shards']} shard(s) "
+          f"{s['counts']} -> {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("patches", help="candidate patches (3D cubes, 2D/2.5D planes) -> data/patches",
+                              description="Cut 3D cubes and 3-channel planes around every candidate, "
+                                          "split by LUNA16 subset, write shards + index.csv.")
+    p.add_argument("--luna", "--luna-root", dest="luna", type=existing_path, default="data/luna16",
+                   help="LUNA16 root (candidates.csv, annotations.csv, subset*/)")
+    p.add_argument("--preprocessed", type=existing_path, default="data/preprocessed",
+                   help="output of the preprocess stage")
+    p.add_argument("--out", default="data/patches", help="output folder (default data/patches)")
+    p.add_argument("--workers", type=int, default=None, help="processes (overrides params)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_params_arg(p)
+    p.set_defaults(func=_run)

@@ -1,0 +1,173 @@
+"""The ``patches`` stage: candidates -> 3D cubes and 2D/2.5D planes in shards + index.csv.
+
+Flow: label every candidate (row number = ``candidate``), keep the scans preprocess
+finished (failed ones are skipped with a warning), assign splits by subset, subsample
+negatives / add shifted positives (train only), then cut patches per scan in a process
+pool. Each worker memory-maps its scan (``load_preprocessed``), converts the sample
+centres world -> voxel ONCE with the sidecar geometry, and writes its patches to a
+per-scan part file; the parent then copies parts into shards of <= ``shard_size``
+samples, each written atomically, and writes ``index.csv`` and ``summary.json`` last.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import to_dict
+from pipeline.errors import DataError
+from pipeline.io.luna16 import index_root, read_annotations, read_candidates
+from pipeline.patches.config import PatchesConfig
+from pipeline.patches.sampling import COORDS, label_candidates, select_samples
+from pipeline.patches.splits import assign_splits, check_no_leakage
+from pipeline.utils import atomic_path, read_json, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PatchesResult:
+    out_dir: Path
+    index: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _extract_scan(seriesuid: str, pre_dir: str, coords_xyz_mm: np.ndarray, parts_dir: str,
+                  cfg: PatchesConfig) -> dict:
+    """Cut all samples of one scan into ``parts_dir/<uid>.{cubes,planes}.npy`` (sample order)."""
+    from pipeline.patches.extract import cube_shape_zyx, extract_cube, extract_planes
+    from pipeline.preprocess.storage import load_preprocessed
+
+    t0 = time.perf_counter()
+    vol, _, geom, _ = load_preprocessed(pre_dir, seriesuid)
+    centres = np.atleast_2d(geom.world_to_nearest_voxel_zyx(coords_xyz_mm))  # once per sample
+    size = cube_shape_zyx(cfg.cube_mm, geom.spacing_zyx_mm)
+    n, p = len(centres), int(cfg.plane_px)
+    parts = Path(parts_dir)
+    cubes = np.lib.format.open_memmap(parts / f"{seriesuid}.cubes.npy", "w+", np.int16, (n, *size))
+    planes = np.lib.format.open_memmap(parts / f"{seriesuid}.planes.npy", "w+", np.int16, (n, 3, p, p))
+    for i, c in enumerate(centres):
+        cubes[i] = extract_cube(vol, c, size)
+        planes[i] = extract_planes(vol, c, geom.spacing_zyx_mm, cfg.plane_mm, p, cfg.planes)
+    cubes.flush(), planes.flush()
+    outside = int((~np.atleast_1d(geom.contains_voxel_zyx(centres))).sum())
+    return {"seriesuid": seriesuid, "n": n, "outside": outside, "seconds": time.perf_counter() - t0}
+
+
+def _available_scans(pre_dir: Path, uids: list[str]) -> tuple[list[str], list[str]]:
+    man_path = pre_dir / "manifest.csv"
+    ok_status = None
+    if man_path.is_file():
+        man = pd.read_csv(man_path, dtype={"seriesuid": str})
+        ok_status = set(man.loc[man["status"].isin(["ok", "skipped"]), "seriesuid"])
+    ok, missing = [], []
+    for u in uids:
+        good = (pre_dir / f"{u}.json").is_file() and (ok_status is None or u in ok_status)
+        (ok if good else missing).append(u)
+    return ok, missing
+
+
+def _write_shards(out: Path, parts: Path, index: pd.DataFrame, cube_shape: tuple, plane_px: int) -> int:
+    index = index.assign(_pos=index.groupby("seriesuid").cumcount())
+    n_shards = int(index["shard"].max()) + 1 if len(index) else 0
+    for k in range(n_shards):
+        rows = index[index["shard"] == k]
+        for kind, shape in (("cubes", cube_shape), ("planes", (3, plane_px, plane_px))):
+            with atomic_path(out / f"{kind}_{k:03d}.npy", suffix=".npy") as tmp:
+                arr = np.lib.format.open_memmap(tmp, "w+", np.int16, (len(rows), *shape))
+                for uid, g in rows.groupby("seriesuid", sort=False):
+                    src = np.load(parts / f"{uid}.{kind}.npy", mmap_mode="r")
+                    arr[g["offset"].to_numpy()] = src[g["_pos"].to_numpy()]
+                arr.flush()
+                del arr
+    for stale in list(out.glob("cubes_*.npy")) + list(out.glob("planes_*.npy")):
+        if int(stale.stem.split("_")[1]) >= n_shards:
+            stale.unlink()
+    return n_shards
+
+
+def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
+        cfg: PatchesConfig = PatchesConfig(), *, progress: bool = True) -> PatchesResult:
+    """Extract patches for every candidate of the preprocessed scans.
+
+    Returns:
+        :class:`PatchesResult`; writes ``cubes_###.npy`` (n, S, S, S), ``planes_###.npy``
+        (n, 3, P, P), ``index.csv`` and ``summary.json`` into ``out_dir``.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    luna, pre, out = Path(luna_root), Path(preprocessed_dir), Path(out_dir)
+    scans = index_root(luna)
+    cands = read_candidates(luna / "candidates.csv")
+    anns = read_annotations(luna / "annotations.csv")
+    labelled = label_candidates(cands, anns)
+    subset_of = dict(zip(scans["seriesuid"], scans["subset"]))
+    unknown = sorted(set(labelled["seriesuid"]) - set(subset_of))
+    if unknown:
+        log.warning("%d series in candidates.csv have no scan under %s; skipped", len(unknown), luna)
+    uids = sorted(set(labelled["seriesuid"]) & set(subset_of))
+    ok, missing = _available_scans(pre, uids)
+    if missing:
+        log.warning("%d scan(s) not preprocessed (failed or missing), skipped: %s", len(missing),
+                    ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    if not ok:
+        raise DataError(pre, "no preprocessed scans with candidates found")
+    spacings = {tuple(read_json(pre / f"{u}.json")["geometry"]["spacing_xyz_mm"]) for u in ok}
+    if len(spacings) != 1:
+        raise DataError(pre, f"preprocessed scans have different spacings {sorted(spacings)}; rerun preprocess")
+    labelled = labelled[labelled["seriesuid"].isin(ok)].copy()
+    labelled["subset"] = labelled["seriesuid"].map(subset_of).astype(int)
+    labelled["split"] = assign_splits(labelled["subset"], cfg.folds)
+    index = select_samples(labelled, cfg)
+    check_no_leakage(index)
+
+    out.mkdir(parents=True, exist_ok=True)
+    parts = out / ".parts"
+    shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir()
+    groups = {u: g[COORDS].to_numpy(float) for u, g in index.groupby("seriesuid")}
+    stats = []
+    with tqdm(total=len(groups), desc="patches", unit="scan", disable=not progress) as bar:
+        if int(cfg.workers) > 1 and len(groups) > 1:
+            ctx = mp.get_context("forkserver")
+            with ProcessPoolExecutor(min(int(cfg.workers), len(groups)), mp_context=ctx) as pool:
+                futs = [pool.submit(_extract_scan, u, str(pre), c, str(parts), cfg) for u, c in groups.items()]
+                for f in as_completed(futs):
+                    stats.append(f.result())
+                    bar.update()
+        else:
+            for u, c in groups.items():
+                stats.append(_extract_scan(u, str(pre), c, str(parts), cfg))
+                bar.update()
+    from pipeline.patches.extract import cube_shape_zyx
+
+    sp_xyz = next(iter(spacings))
+    cube_shape = cube_shape_zyx(cfg.cube_mm, sp_xyz[::-1])
+    n_shards = _write_shards(out, parts, index, cube_shape, int(cfg.plane_px))
+    shutil.rmtree(parts, ignore_errors=True)
+    write_csv(out / "index.csv", index)
+    seconds = time.perf_counter() - t0
+    counts = {s: {str(k): int(v) for k, v in g["label"].value_counts().sort_index().items()}
+              for s, g in index.groupby("split")}
+    summary = {
+        "params": to_dict(cfg), "n_samples": len(index), "n_shards": n_shards,
+        "n_scans": len(groups), "skipped_scans": missing, "counts": counts,
+        "n_shifted": int(index["shifted"].sum()), "cube_shape_zyx": list(cube_shape),
+        "plane_shape": [3, int(cfg.plane_px), int(cfg.plane_px)], "spacing_xyz_mm": list(sp_xyz),
+        "centres_outside_volume": int(sum(s["outside"] for s in stats)),
+        "positives_without_annotation": int(((index["label"] == 1) & (index["diameter_mm"] < 0)).sum()),
+        "seconds": round(seconds, 2), "samples_per_second": round(len(index) / max(seconds, 1e-9), 1),
+    }
+    write_json(out / "summary.json", summary)
+    return PatchesResult(out, index, summary)

@@ -1,0 +1,88 @@
+"""The patches stage on phantom scans: index, centre voxels, padding, splits, sampling, store."""
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.patches import PatchesConfig, PatchStore
+from pipeline.patches.sampling import INDEX_COLUMNS
+from pipeline.patches.stage import run
+from pipeline.preprocess import load_preprocessed
+
+COORDS = ["coordX", "coordY", "coordZ"]
+
+
+@pytest.fixture(scope="module")
+def patches(phantom_pre, tmp_path_factory):
+    root, pre = phantom_pre
+    out = tmp_path_factory.mktemp("patches")
+    res = run(root, pre, out, PatchesConfig(workers=2, shard_size=4), progress=False)
+    return root, pre, out, res
+
+
+def test_index_and_centre_voxels(patches):
+    root, pre, out, res = patches
+    store = PatchStore(out)
+    idx = store.index
+    assert list(idx.columns) == INDEX_COLUMNS
+    cands = pd.read_csv(root / "candidates.csv", dtype={"seriesuid": str})
+    assert len(idx) == len(cands)  # neg_ratio null: every candidate
+    np.testing.assert_allclose(idx.sort_values("candidate")[COORDS].to_numpy(), cands[COORDS].to_numpy())
+    assert (idx["shard"].max() + 1) == int(np.ceil(len(idx) / 4))
+    cubes, planes = store.cubes(idx["sample"]), store.planes(idx["sample"])
+    assert cubes.shape[1:] == (48, 48, 48) and planes.shape[1:] == (3, 64, 64)
+    for row, cube, plane in zip(idx.itertuples(), cubes, planes):
+        vol, _, geom, _ = load_preprocessed(pre, row.seriesuid)
+        c = tuple(geom.world_to_nearest_voxel_zyx([row.coordX, row.coordY, row.coordZ]))
+        assert cube[24, 24, 24] == vol[c]
+        assert (plane[:, 32, 32] == vol[c]).all()
+        if row.label == 1:
+            assert row.diameter_mm == 10.0 and vol[c] > 0  # nodule HU at the centre
+    corner = idx[(idx["label"] == 0)].iloc[0]  # first negative of a scan = 1 voxel from the corner
+    cube = store.cubes([corner["sample"]])[0]
+    assert (cube[:20, :20, :20] == -1000).all()
+
+
+def test_splits_by_subset_no_leakage(patches):
+    idx = patches[3].index
+    split_of = idx.groupby("seriesuid")["split"].nunique()
+    assert (split_of == 1).all()
+    assert set(idx.loc[idx["subset"] == 0, "split"]) == {"test"}
+    assert set(idx.loc[idx["subset"] == 1, "split"]) == {"val"}
+    assert set(idx.loc[idx["subset"] >= 2, "split"]) == {"train"}
+
+
+def test_neg_ratio_and_shifts_only_in_train(phantom_pre, tmp_path):
+    root, pre = phantom_pre
+    res = run(root, pre, tmp_path / "p", PatchesConfig(workers=1, neg_ratio=1, pos_shifts=2, shift_mm=2.0),
+              progress=False)
+    idx = res.index
+    tr = idx[idx["split"] == "train"]
+    for subset, g in tr.groupby("subset"):
+        n_pos = int(((g["label"] == 1) & (g["shifted"] == 0)).sum())
+        assert (g["label"] == 0).sum() <= 1 * n_pos
+        assert (g["shifted"] == 1).sum() == 2 * n_pos
+    ev = idx[idx["split"] != "train"]
+    assert ev["shifted"].sum() == 0 and (ev["label"] == 0).sum() == 8  # val/test keep all candidates
+    sh = tr[tr["shifted"] == 1].merge(tr[tr["shifted"] == 0], on="candidate", suffixes=("", "_0"))
+    d = np.abs(sh[COORDS].to_numpy() - sh[[c + "_0" for c in COORDS]].to_numpy())
+    assert (d <= 2.0 + 1e-9).all() and (d > 0).any()
+    again = run(root, pre, tmp_path / "q", PatchesConfig(workers=1, neg_ratio=1, pos_shifts=2), progress=False)
+    pd.testing.assert_frame_equal(idx, again.index)  # seeded
+
+
+def test_failed_preprocess_scans_skipped_with_warning(phantom_pre, tmp_path, caplog):
+    root, pre = phantom_pre
+    pre2 = tmp_path / "pre"
+    shutil.copytree(pre, pre2)
+    man = pd.read_csv(pre2 / "manifest.csv", dtype={"seriesuid": str, "reason": object})
+    bad = man["seriesuid"].iloc[-1]
+    man.loc[man["seriesuid"] == bad, ["status", "reason"]] = ["failed", "test"]
+    man.to_csv(pre2 / "manifest.csv", index=False)
+    (pre2 / f"{bad}.json").unlink()
+    with caplog.at_level(logging.WARNING):
+        res = run(root, pre2, tmp_path / "p", PatchesConfig(workers=1), progress=False)
+    assert bad not in set(res.index["seriesuid"]) and bad in res.summary["skipped_scans"]
+    assert any("not preprocessed" in r.message for r in caplog.records)
