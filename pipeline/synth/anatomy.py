@@ -86,7 +86,7 @@ class Chest:
         return self.ax / 160.0
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, center_xyz_mm, fov_xyz_mm) -> "Chest":
+    def sample(cls, rng: np.random.Generator, center_xyz_mm, fov_xyz_mm) -> Chest:
         fx, fy, fz = (float(v) for v in fov_xyz_mm)
         ax = 0.45 * fx * rng.uniform(0.93, 1.0)
         ay = min(0.36 * fy, ax * 0.8) * rng.uniform(0.93, 1.0)

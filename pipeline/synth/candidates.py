@@ -36,7 +36,7 @@ def make_candidates(seriesuid: str, geometry: Geometry, labels: np.ndarray, lung
             d = rng.normal(size=3)
             p = c + d / np.linalg.norm(d) * rng.uniform(0, 0.25) * nod.diameter_mm / 2
             rows.append((seriesuid, *p, 1, "nodule"))
-    n_hard = int(round(n_negatives * hard_fraction))
+    n_hard = round(n_negatives * hard_fraction)
     n_branch = n_hard // 3
     n_vessel = (n_hard - n_branch) // 2
     n_pleura = n_hard - n_branch - n_vessel

@@ -46,7 +46,8 @@ def _panel(ax_axial, ax_cor, scan, nodules, target) -> None:
         raise ValueError(f"{scan.path}: only axis-aligned directions can be displayed")
     k, j, _ = np.clip(g.world_to_nearest_voxel_zyx(target), 0, np.asarray(g.shape_zyx) - 1)
     xs, ys, zs = _axis_mm(g, 2, 0), _axis_mm(g, 1, 1), _axis_mm(g, 0, 2)
-    kw = dict(cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], origin="upper", interpolation="nearest")
+    kw = {"cmap": "gray", "vmin": WINDOW_HU[0], "vmax": WINDOW_HU[1], "origin": "upper",
+          "interpolation": "nearest"}
     xl, xr = _extent(xs)
     yt, yb = _extent(ys)
     ax_axial.imshow(scan.array_zyx[k], extent=(xl, xr, yb, yt), **kw)

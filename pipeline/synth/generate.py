@@ -47,7 +47,7 @@ def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
     """
     rng = np.random.default_rng([int(cfg.seed), 0x5EED])
     n = int(cfg.scans)
-    flipped = set(rng.permutation(n)[: int(round(cfg.flip_fraction * n))].tolist())
+    flipped = set(rng.permutation(n)[: round(cfg.flip_fraction * n)].tolist())
     plans, uids = [], set()
     for i in range(n):
         uid = make_uid(rng)
@@ -63,8 +63,9 @@ def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
     return plans
 
 
-def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig(), *, progress: bool = True) -> SynthResult:
+def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = True) -> SynthResult:
     """Generate ``cfg.scans`` scans into ``out_dir`` (LUNA16 layout); returns paths, counts, timings."""
+    cfg = cfg or SynthConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

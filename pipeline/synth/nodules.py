@@ -42,6 +42,26 @@ def _sample_sites(chest: Chest, geometry: Geometry, rng, n: int, margin_vox: flo
     return pts, chest.lung_sd(u, v, w)
 
 
+_DIRS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1) if i or j or k], float)
+_DIRS /= np.linalg.norm(_DIRS, axis=1, keepdims=True)
+
+
+def _touches_pleura(chest: Chest, pts: np.ndarray, sd: np.ndarray, r: float) -> np.ndarray:
+    """True where a sphere of radius r at ``pts`` pokes through the pleura but its core is in the lung."""
+    ok = (sd < -0.2 * r) & (sd > -2.0 * r)
+    cand = np.flatnonzero(ok)
+    if cand.size == 0:
+        return ok
+
+    def sd_at(scale: float) -> np.ndarray:
+        q = (pts[cand, None, :] + scale * r * _DIRS[None]).reshape(-1, 3)
+        u, v, w = chest.rel(*(q[:, i].astype(F32) for i in range(3)))
+        return chest.lung_sd(u, v, w).reshape(len(cand), -1)
+
+    ok[cand] = (sd_at(1.0).max(axis=1) > 0.3) & (sd_at(0.5).max(axis=1) < 0)
+    return ok
+
+
 def place_lesions(chest: Chest, geometry: Geometry, rng: np.random.Generator, n_nodules: int,
                   diameter_mm: tuple[float, float], hila_xyz_mm: np.ndarray) -> tuple[list[Lesion], list[Lesion]]:
     """Annotated nodules (> 3 mm) and excluded findings, none overlapping, away from the hila."""
@@ -58,7 +78,7 @@ def place_lesions(chest: Chest, geometry: Geometry, rng: np.random.Generator, n_
             d = _diameter(rng, *diameter_mm, median=10.0 if kind in ("ggo", "part_solid") else 7.0)
         r = d / 2
         pts, sd = _sample_sites(chest, geometry, rng, 3000, (r + 2) / min(geometry.spacing_xyz_mm))
-        ok = (sd < -0.6 * r) & (sd > -1.0 * r) if kind == "juxta_pleural" else sd < -(r + 1.5)
+        ok = _touches_pleura(chest, pts, sd, r) if kind == "juxta_pleural" else sd < -(r + 1.5)
         for h in hila_xyz_mm:
             ok &= np.linalg.norm(pts - h, axis=1) > r + 0.3 * chest.lung_rb
         for o in placed + excluded:

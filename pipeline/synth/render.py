@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.synth.anatomy import (BODY, BONE, F32, LUNG, MEDIASTINUM, Chest, blend, ellipse_q, frac)
+from pipeline.synth.anatomy import BODY, BONE, F32, LUNG, MEDIASTINUM, Chest, blend, ellipse_q, frac
 
 
 def _set(labels: np.ndarray, mask, value: int) -> None:

@@ -65,13 +65,14 @@ def _lesion_frame(uid: str, lesions, excluded: bool, rng) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LESION_COLUMNS)
 
 
-def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig = SynthConfig(), *, shape_zyx=None,
+def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, shape_zyx=None,
               spacing_xyz_mm=None, direction=None) -> SyntheticScan:
     """Generate one scan. Unset spacing / direction / shape are drawn from ``cfg`` with the rng.
 
     ``shape_zyx`` defaults to ``cfg.fov_mm / spacing``; ``direction`` must be a signed
     permutation (identity, or one axis flipped such as diag(1, 1, -1)).
     """
+    cfg = cfg or SynthConfig()
     rng = _rng(rng_or_seed)
     if spacing_xyz_mm is None:
         sxy = round(float(rng.uniform(*cfg.spacing_inplane_mm)), 6)
@@ -79,7 +80,7 @@ def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig = SynthConfig(), *, 
     if direction is None:
         direction = np.diag(FLIPS[int(rng.integers(0, 3))]) if rng.random() < cfg.flip_fraction else np.eye(3)
     if shape_zyx is None:
-        shape_zyx = tuple(int(round(f / s)) for f, s in zip(cfg.fov_mm[::-1], tuple(spacing_xyz_mm)[::-1]))
+        shape_zyx = tuple(round(f / s) for f, s in zip(cfg.fov_mm[::-1], tuple(spacing_xyz_mm)[::-1]))
     box_centre = np.array([rng.uniform(-20, 20), rng.uniform(-20, 20) + 10, rng.uniform(-260, -90)])
     g0 = Geometry((0.0, 0.0, 0.0), spacing_xyz_mm, direction, shape_zyx)
     origin = np.round(box_centre - g0.center_xyz_mm(), 3)

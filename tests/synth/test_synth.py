@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ def test_layout_and_luna16_columns(tiny_luna):
     assert (ann["diameter_mm"] > 3).all() and (ann["diameter_mm"] <= 30).all()
     assert ((exc["diameter_mm"] < 3) | (exc["diameter_mm"] == -1)).all() and len(exc) > 0
     for path in idx["path"]:
-        header = dict(ln.split(" = ", 1) for ln in open(path).read().splitlines())
+        header = dict(ln.split(" = ", 1) for ln in Path(path).read_text().splitlines())
         assert header["ElementType"] == "MET_SHORT" and header["NDims"] == "3"
         assert {"Offset", "ElementSpacing", "TransformMatrix", "DimSize", "ElementDataFile"} <= set(header)
         scan = read_scan(path)
