@@ -1,0 +1,186 @@
+"""The ``evaluate`` stage: FROC/CPM per track, classifier metrics, outputs for ``dvc metrics``/``dvc plots``.
+
+A *track* directory holds ``predictions.csv`` (LUNA16 submission: seriesuid, coordX, coordY, coordZ,
+probability), ``seriesuids.csv`` (scored scans, no header), optionally ``scored.csv`` (seriesuid,
+candidate, label, probability: per-candidate classifier scores) and ``seg_metrics.json``. Several folders
+for one track (cross-validation folds) are pooled: predictions, seriesuids and scores are concatenated.
+
+Outputs: ``out/<track>/{metrics.json, froc.csv, froc.png, missed.csv}`` and a flat ``out/metrics.json``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.utils import read_json, write_csv, write_json
+
+log = logging.getLogger(__name__)
+MAX_CSV_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate:`` params. bootstrap: scan resamples for the CIs (0 = off); max_marks: official
+    per-scan mark limit; threshold: classifier decision threshold on the probability."""
+
+    bootstrap: int = 1000
+    seed: int = 0
+    max_marks: int = 100
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if int(self.bootstrap) < 0:
+            raise ValueError(f"bootstrap must be >= 0, got {self.bootstrap}")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+
+
+@dataclass
+class EvaluateResult:
+    out_dir: Path
+    metrics: dict[str, Any]
+    tracks: dict[str, Any] = field(default_factory=dict)  # track -> FrocResult
+
+
+def write_froc_outputs(result, out_dir: str | os.PathLike, title: str = "FROC",
+                       extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``metrics.json``, ``froc.csv`` (<= 1000 rows), ``froc.png`` and ``missed.csv`` to ``out_dir``."""
+    from pipeline.evaluate.plots import plot_froc
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = result.to_metrics()
+    metrics.update(extra or {})
+    n = len(result.fps_per_scan)
+    idx = np.unique(np.linspace(0, n - 1, min(n, MAX_CSV_ROWS)).round().astype(int)) if n else np.zeros(0, int)
+    curve = pd.DataFrame({"fps_per_scan": result.fps_per_scan[idx], "sensitivity": result.sensitivity[idx],
+                          "threshold": result.thresholds[idx]})
+    paths = {
+        "metrics": write_json(out / "metrics.json", metrics),
+        "froc_csv": write_csv(out / "froc.csv", curve),
+        "missed": write_csv(out / "missed.csv", result.missed),
+        "froc_png": plot_froc(result, out / "froc.png", title=title),
+    }
+    return paths
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype={"seriesuid": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not a readable CSV ({str(exc).splitlines()[0][:120]})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; expected {columns}, found {list(df.columns)}")
+    df.attrs["path"] = str(path)
+    return df
+
+
+def load_track(dirs: list[Path]) -> dict[str, Any]:
+    """Pool one track's folders: predictions (DataFrame), seriesuids (list), scored (DataFrame|None),
+    seg (dict|None)."""
+    from pipeline.io.luna16 import PREDICTION_COLUMNS, read_seriesuids
+
+    preds, uids, scored, segs = [], [], [], []
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise DataError(d, "track folder does not exist")
+        for name in ("predictions.csv", "seriesuids.csv"):
+            if not (d / name).is_file():
+                raise DataError(d / name, "no such file (a track folder needs predictions.csv and seriesuids.csv)")
+        preds.append(_read_csv(d / "predictions.csv", PREDICTION_COLUMNS))
+        uids += read_seriesuids(d / "seriesuids.csv")
+        if (d / "scored.csv").is_file():
+            scored.append(_read_csv(d / "scored.csv", ["seriesuid", "candidate", "label", "probability"]))
+        if (d / "seg_metrics.json").is_file():
+            segs.append(read_json(d / "seg_metrics.json"))
+    pred = pd.concat(preds, ignore_index=True)
+    pred.attrs["path"] = str(dirs[0] / "predictions.csv") if len(dirs) == 1 else \
+        "+".join(str(Path(d) / "predictions.csv") for d in dirs)
+    seg = None
+    if segs:
+        keys = [k for k, v in segs[0].items() if isinstance(v, (int, float)) and all(k in s for s in segs)]
+        seg = segs[0] if len(segs) == 1 else {k: float(np.mean([s[k] for s in segs])) for k in keys}
+    return {"predictions": pred, "seriesuids": uids,
+            "scored": pd.concat(scored, ignore_index=True) if scored else None, "seg": seg}
+
+
+def _classifier(scored: pd.DataFrame, cfg: EvaluateConfig) -> dict[str, Any]:
+    from pipeline.evaluate.classify import classifier_metrics
+
+    src = scored.attrs.get("path", "scored.csv")
+    y = pd.to_numeric(scored["label"], errors="coerce")
+    p = pd.to_numeric(scored["probability"], errors="coerce")
+    bad = ~y.isin([0, 1]) | ~np.isfinite(p.to_numpy(dtype=float))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(src, f"row {i + 2}: label must be 0/1 and probability finite")
+    m = classifier_metrics(y.to_numpy().astype(int), p.to_numpy(dtype=float), threshold=cfg.threshold)
+    m["youden_threshold"] = classifier_metrics(y.to_numpy().astype(int), p.to_numpy(dtype=float),
+                                               youden=True)["threshold"]
+    return m
+
+
+def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str | os.PathLike,
+        cfg: EvaluateConfig = EvaluateConfig(), *, progress: bool = True) -> EvaluateResult:
+    """Evaluate every track against ``luna_dir/annotations.csv`` (+ ``annotations_excluded.csv``)."""
+    from pipeline.evaluate.froc import froc
+    from pipeline.io.luna16 import read_annotations
+
+    if not tracks:
+        raise ConfigError("no track given; use --track fpr=DIR[,DIR2] and/or --track detection=DIR")
+    luna = Path(luna_dir)
+    ann = read_annotations(luna / "annotations.csv")
+    exc_path = luna / "annotations_excluded.csv"
+    if exc_path.is_file():
+        exc = read_annotations(exc_path)
+    else:
+        log.warning("%s: not found, no excluded findings (every non-nodule mark is an FP)", exc_path)
+        exc = ann.iloc[:0]
+    out = Path(out_dir)
+    flat: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+    for name, dirs in tracks.items():
+        data = load_track([Path(d) for d in dirs])
+        res = froc(ann, exc, data["seriesuids"], data["predictions"], max_marks=cfg.max_marks,
+                   bootstrap=cfg.bootstrap, seed=cfg.seed)
+        extra: dict[str, Any] = {"folds": [str(d) for d in dirs]}
+        entry: dict[str, Any] = {"cpm": res.to_metrics()["cpm"], "sensitivity": res.to_metrics()["sensitivity"],
+                                 "cpm_ci": res.to_metrics()["ci"]["cpm"]}
+        if data["scored"] is not None:
+            extra["classifier"] = _classifier(data["scored"], cfg)
+            keys = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
+            summary = {k: extra["classifier"][k] for k in keys}
+            if name == "fpr":
+                flat["classifier"] = summary
+            else:
+                entry["classifier"] = summary
+        if data["seg"] is not None:
+            extra["segmentation"] = data["seg"]
+            entry["segmentation"] = data["seg"]
+        write_froc_outputs(res, out / name, title=f"{name} FROC", extra=extra)
+        flat[name] = entry
+        results[name] = res
+        if progress:
+            log.info("%s: CPM %.4f (95%% CI %s), %s", name, res.cpm, entry["cpm_ci"], res.counts)
+    flat = _nan_to_none(flat)
+    write_json(out / "metrics.json", flat)
+    return EvaluateResult(out_dir=out, metrics=flat, tracks=results)
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
