@@ -99,9 +99,11 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
         if sizes[second] * voxel_ml >= min_lung_ml and sizes[second] >= 0.1 * sizes[first]:
             keep.append(second)
     mask = np.zeros(array_zyx.shape, dtype=bool)
+    boxes = ndi.find_objects(labels)
     for lab in keep:
-        comp_z = np.nonzero(np.any(labels == lab, axis=(1, 2)))[0]
-        for z in comp_z:
-            mask[z] |= _slice_fill(labels[z] == lab, hull_ratio)
+        box = boxes[lab - 1]  # bounding box of the component: per-slice work on the crop only
+        comp = labels[box] == lab
+        filled = np.stack([_slice_fill(sl, hull_ratio) if sl.any() else sl for sl in comp])
+        mask[box] |= filled
     mask = dilate_mm(mask, dilate_radius_mm, sp)
     return mask.astype(np.uint8)

@@ -86,3 +86,31 @@ def test_failed_preprocess_scans_skipped_with_warning(phantom_pre, tmp_path, cap
         res = run(root, pre2, tmp_path / "p", PatchesConfig(workers=1), progress=False)
     assert bad not in set(res.index["seriesuid"]) and bad in res.summary["skipped_scans"]
     assert any("not preprocessed" in r.message for r in caplog.records)
+
+
+def test_plot_patches(patches, tmp_path):
+    from pipeline.patches.figure import plot_patches
+
+    png = plot_patches(patches[2], tmp_path / "p.png", n=4)
+    assert png.stat().st_size > 5000
+
+
+def test_tiny_luna_end_to_end(tiny_luna, tmp_path):
+    """Synthetic LUNA16 root -> preprocess (2 workers) -> patches: every annotated nodule's
+    positive candidate has soft-tissue HU at the centre of its cube, flipped scans included."""
+    from pipeline.preprocess import PreprocessConfig
+    from pipeline.preprocess.stage import run as preprocess
+
+    pre = preprocess(tiny_luna, tmp_path / "pre", PreprocessConfig(workers=2), progress=False)
+    assert pre.n_failed == 0
+    res = run(tiny_luna, tmp_path / "pre", tmp_path / "p", PatchesConfig(workers=2), progress=False)
+    idx = res.index
+    assert (idx.groupby("seriesuid")["split"].nunique() == 1).all()
+    store = PatchStore(tmp_path / "p")
+    pos = idx[(idx["label"] == 1) & (idx["diameter_mm"] >= 6)]
+    assert len(pos) >= 3
+    centre = store.cubes(pos["sample"])[:, 24, 24, 24]
+    assert (centre > -500).all(), centre
+    for row in pos.itertuples():
+        _, lung, geom, _ = load_preprocessed(tmp_path / "pre", row.seriesuid)
+        assert lung[tuple(geom.world_to_nearest_voxel_zyx([row.coordX, row.coordY, row.coordZ]))] == 1
