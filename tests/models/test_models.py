@@ -6,8 +6,13 @@ import torch
 
 from pipeline.config import from_dict
 from pipeline.errors import ConfigError
-from pipeline.models import (ClassifierHead, ModelConfig, SegmenterConfig, build_classifier,
-                             build_segmenter)
+from pipeline.models import (
+    ClassifierHead,
+    ModelConfig,
+    SegmenterConfig,
+    build_classifier,
+    build_segmenter,
+)
 from pipeline.models.medicalnet import medicalnet_resnet
 
 torch.set_num_threads(2)

@@ -5,9 +5,16 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.models import (ModelConfig, TransferConfig, apply_strategy, build_classifier,
-                             needs_new_optimizer, resolve_strategy, set_train_mode,
-                             trainable_summary)
+from pipeline.models import (
+    ModelConfig,
+    TransferConfig,
+    apply_strategy,
+    build_classifier,
+    needs_new_optimizer,
+    resolve_strategy,
+    set_train_mode,
+    trainable_summary,
+)
 
 torch.set_num_threads(2)
 
@@ -95,6 +102,7 @@ def test_auto_matrix_and_invalid():
     assert resolve_strategy("auto", 5000, "medicalnet")[0] == "full"
     s, reason = resolve_strategy("auto", 5000, "imagenet")
     assert s == "full" and "dissimilar" in reason and "5000" in reason
+    assert resolve_strategy("auto", 200, "medicalnet", pretrained=False)[0] == "scratch"
     assert resolve_strategy("partial", 10, "imagenet") == ("partial", "strategy 'partial' set explicitly")
     with pytest.raises(ConfigError, match="linear_probe, partial, full, progressive, scratch"):
         resolve_strategy("freeze", 10, "imagenet")
