@@ -98,7 +98,7 @@ def classifier_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float 
         "accuracy": _ratio(tp + tn, len(y)), "balanced_accuracy": bal, "auc": roc_auc(y, s),
         "sensitivity": sens, "specificity": spec, "precision": _ratio(tp, tp + fp),
         "confusion": [[int(tn), int(fp)], [int(fn), int(tp)]], "threshold": thr,
-        "n": int(len(y)), "n_pos": int(y.sum()),
+        "n": len(y), "n_pos": int(y.sum()),
     }
 
 

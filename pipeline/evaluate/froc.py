@@ -2,7 +2,10 @@
 
 Matching rules: :mod:`pipeline.evaluate.matching`; curve and bootstrap: :mod:`pipeline.evaluate.bootstrap`.
 Sensitivity at each FP rate is ``np.interp(rate, fps_per_scan, sensitivity)`` on the full FROC curve;
-CPM is the mean over the seven rates 1/8 ... 8 FPs/scan. FPs/scan divide by the number of scans in the
+CPM is the mean over the seven rates 1/8 ... 8 FPs/scan. (The official script itself plots/saves the
+curve interpolated on ``np.linspace(1/8, 8, 10001)``; some later re-implementations, e.g. DIAG's 2025
+"LUNA16 CPM calculator", take the sensitivity of the curve point *nearest* each rate instead: values
+can then differ in the 3rd decimal.) FPs/scan divide by the number of scans in the
 ``seriesuids`` list (scans without marks included). Annotations of scans outside the list are ignored (as
 the official script, which only collects annotations of listed scans). Predictions for scans outside the
 list are not scored: they are listed in ``FrocResult.unknown_seriesuids`` and logged as a warning.
@@ -13,15 +16,20 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
-from pipeline.evaluate.bootstrap import (bootstrap_sensitivity, make_entries, order_stat_ci,
-                                         point_curve)
+from pipeline.evaluate.bootstrap import (
+    bootstrap_sensitivity,
+    make_entries,
+    order_stat_ci,
+    point_curve,
+)
 from pipeline.evaluate.matching import limit_marks, match
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ Rules reproduced exactly from the official script (``evaluateCAD``):
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +101,7 @@ def match(mark_scan: np.ndarray, mark_xyz_mm: np.ndarray, mark_prob: np.ndarray,
         base = csum[bounds[-1] - 1] if bounds[-1] else 0
         nxt = int(np.searchsorted(csum, base + _PAIR_CHUNK, side="right"))
         bounds.append(max(nxt, bounds[-1] + 1))
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         npair = n_pairs[a:b]
         total = int(npair.sum())
         if total == 0:

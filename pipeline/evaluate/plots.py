@@ -31,7 +31,7 @@ def plot_froc(result, path: str | os.PathLike, title: str = "FROC") -> Path:
         ax.set_xscale("log", base=2)
         ax.set_xlim(lo, hi)
         ax.set_xticks(rates)
-        ax.set_xticklabels([k if float(k) >= 1 else f"1/{int(round(1 / float(k)))}" for k in result.sensitivities])
+        ax.set_xticklabels([k if float(k) >= 1 else f"1/{round(1 / float(k))}" for k in result.sensitivities])
         ax.set_ylim(0, 1)
         ax.set_xlabel("Average number of false positives per scan")
         ax.set_ylabel("Sensitivity")

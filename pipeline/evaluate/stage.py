@@ -58,8 +58,7 @@ def write_froc_outputs(result, out_dir: str | os.PathLike, title: str = "FROC",
     out.mkdir(parents=True, exist_ok=True)
     metrics = result.to_metrics()
     metrics.update(extra or {})
-    n = len(result.fps_per_scan)
-    idx = np.unique(np.linspace(0, n - 1, min(n, MAX_CSV_ROWS)).round().astype(int)) if n else np.zeros(0, int)
+    idx = curve_rows(result.fps_per_scan, MAX_CSV_ROWS)
     curve = pd.DataFrame({"fps_per_scan": result.fps_per_scan[idx], "sensitivity": result.sensitivity[idx],
                           "threshold": result.thresholds[idx]})
     paths = {
@@ -69,6 +68,25 @@ def write_froc_outputs(result, out_dir: str | os.PathLike, title: str = "FROC",
         "froc_png": plot_froc(result, out / "froc.png", title=title),
     }
     return paths
+
+
+def curve_rows(fps_per_scan: np.ndarray, max_rows: int = MAX_CSV_ROWS) -> np.ndarray:
+    """Row indices (<= ``max_rows``, ascending, first and last included) of a FROC curve to keep: 70% spaced
+    evenly in log2(FPs/scan) (so the 1/8..8 range keeps its detail however many FPs follow), 30% evenly
+    in row order."""
+    n = len(fps_per_scan)
+    if n <= max_rows:
+        return np.arange(n)
+    fps = np.asarray(fps_per_scan)
+    pos = fps[fps > 0]
+    n_log = int(0.7 * max_rows) - 2
+    idx = [np.array([0, n - 1])]
+    if len(pos):
+        grid = np.geomspace(max(pos.min(), 2.0 ** -6), max(fps[-1], 2.0 ** -6), n_log)
+        idx.append(np.minimum(np.searchsorted(fps, grid, side="left"), n - 1))
+    idx.append(np.linspace(0, n - 1, max_rows - 2 - n_log).round().astype(int))
+    out = np.unique(np.concatenate(idx))
+    return out
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:

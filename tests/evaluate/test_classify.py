@@ -6,8 +6,14 @@ import itertools
 import numpy as np
 import pytest
 
-from pipeline.evaluate.classify import (classifier_metrics, confusion_matrix, dice, roc_auc, roc_points,
-                                        youden_threshold)
+from pipeline.evaluate.classify import (
+    classifier_metrics,
+    confusion_matrix,
+    dice,
+    roc_auc,
+    roc_points,
+    youden_threshold,
+)
 
 
 def test_confusion_and_threshold_metrics():

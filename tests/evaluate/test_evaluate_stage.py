@@ -96,3 +96,15 @@ def test_froc_subcommand(tmp_path, capsys):
     assert main(["froc", "--annotations", str(luna / "annotations.csv"), "--seriesuids",
                  str(luna / "seriesuids.csv"), "--predictions", str(bad), "--out", str(out)]) == 1
     assert "bad.csv: row 2: probability must be >= 0" in capsys.readouterr().err
+
+
+def test_curve_rows_downsampling_keeps_detail_in_the_froc_range():
+    import numpy as np
+
+    from pipeline.evaluate.stage import curve_rows
+
+    fps = np.r_[0.0, 0.0, np.linspace(0.001, 100, 50_000)]
+    idx = curve_rows(fps)
+    assert len(idx) <= 1000 and idx[0] == 0 and idx[-1] == len(fps) - 1 and np.all(np.diff(idx) > 0)
+    assert np.sum((fps[idx] >= 0.125) & (fps[idx] <= 8)) > 300  # uniform-in-index would keep ~80
+    np.testing.assert_array_equal(curve_rows(fps[:500]), np.arange(500))

@@ -136,7 +136,6 @@ def test_real_csvs_with_known_answer(real):
     assert r.cpm_ci[0] <= r.cpm <= r.cpm_ci[1]
 
 
-@pytest.mark.slow
 def test_real_csvs_against_loop_reference(real):
     ann, exc, uids = real
     rng = np.random.default_rng(1)
@@ -151,3 +150,29 @@ def test_real_csvs_against_loop_reference(real):
     assert ours.cpm == pytest.approx(theirs["cpm"], abs=1e-12)
     for k, v in theirs["counts"].items():
         assert ours.counts[k] == v, k
+
+
+@pytest.mark.parametrize("n_fp, n_scans", [(40, 30), (3, 5), (40, 2)])
+def test_truncated_bootstrap_equals_full_computation(n_fp, n_scans):
+    """The prefix shortcut of bootstrap_sensitivity is exact (including resamples that need the fallback)."""
+    from pipeline.evaluate.bootstrap import _rows_sensitivity, bootstrap_sensitivity
+
+    rng = np.random.default_rng(n_fp)
+    n_tp = n_scans
+    # with 2 scans all FPs sit in scan 0: resamples (1, 1) have none and need the full-curve fallback
+    scan = np.r_[np.arange(n_tp), rng.integers(0, n_scans if n_scans > 2 else 1, n_fp * n_scans)]
+    label = np.r_[np.ones(n_tp, int), np.zeros(n_fp * n_scans, int)]
+    prob = rng.choice(np.linspace(0, 1, 50), len(label))
+    e = make_entries(prob, label, scan)
+    nod = np.bincount(np.arange(n_tp), minlength=n_scans) + (rng.random(n_scans) < 0.3)
+    targets = np.r_[FP_RATES, np.geomspace(0.125, 8, 9)]
+    fast = bootstrap_sensitivity(e, nod, targets, 200, seed=4)
+    w = multiplicities(n_scans, 200, 4)
+    lab = label[np.argsort(-prob, kind="stable")].astype(bool)
+    full, _ = _rows_sensitivity(e, w, len(e.level_end), w @ nod, w @ np.bincount(e.scan[lab], minlength=n_scans),
+                                 w @ np.bincount(e.scan[~lab], minlength=n_scans), targets)
+    np.testing.assert_array_equal(fast, full)
+    if n_scans == 2:
+        _, ok_prefix = _rows_sensitivity(e, w, 34, w @ nod, w @ np.bincount(e.scan[lab], minlength=n_scans),
+                                         w @ np.bincount(e.scan[~lab], minlength=n_scans), targets)
+        assert not ok_prefix.all()
