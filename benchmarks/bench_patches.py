@@ -67,7 +67,7 @@ def main() -> None:
         "| reader | patches / s |", "|---|---|",
         f"| ours: np.load(mmap_mode='r') | {rate[True]:.1f} |",
         f"| baseline: np.load (whole array) per scan | {rate[False]:.1f} |", "",
-        f"Ratio mmap / full load: **{rate[True] / rate[False]:.2f}x** at {args.per_scan} candidates per scan "
+        f"Ratio mmap / full load: **{rate[True] / rate[False]:.2f}x** at {args.per_scan} candidates per scan. "
         f"One patch from a scan: {one[True]:.1f} ms with mmap vs {one[False]:.1f} ms loading the whole array "
         f"({one[False] / one[True]:.0f}x). "
         "(The whole-array read is paid once per scan, so the gap shrinks as candidates per scan grow; "
