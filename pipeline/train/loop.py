@@ -1,0 +1,256 @@
+"""Generic training loop: AMP, AdamW with transfer param groups, warm-up + cosine, early stopping,
+best/last checkpoints, ``--resume``, DDP under ``torchrun``, DVCLive metrics.
+
+The task (classifier or segmenter) supplies ``loss(logits, batch) -> scalar`` and
+``evaluate(model, loader, device, amp_dtype) -> dict`` (must contain ``monitor``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.errors import ConfigError
+from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.train.data import EpochSampler
+
+log = logging.getLogger(__name__)
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the torchrun environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if available else CPU; ``cuda`` without a GPU is a ConfigError."""
+    _, world, local = dist_info()
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available; valid here: auto, cpu")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local if world > 1 else torch.cuda.current_device())
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = fp32). ``auto``: bf16 on CUDA if supported, else fp16 on CUDA, fp32 on CPU.
+    ``fp16`` on CPU is refused (ConfigError): CPU autocast fp16 is slow and GradScaler is CUDA-only."""
+    valid = ("auto", "bf16", "fp16", "fp32")
+    if precision not in valid:
+        raise ConfigError(f"precision must be one of {', '.join(valid)}; got {precision!r}")
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        if not cuda:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and not cuda:
+        raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use bf16 or fp32 (or auto)")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up from 1/warmup to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@dataclass
+class Task:
+    loss: Callable[[torch.Tensor, dict], torch.Tensor]
+    evaluate: Callable[..., dict]
+    monitor: str = "val_auc"
+
+
+@dataclass
+class FitResult:
+    best: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+
+
+class Trainer:
+    """Train ``model`` (with ``.stages``) on ``train_ds``; checkpoints under ``out_dir``.
+
+    ``cfg`` is a TrainConfig / SegTrainConfig (loop fields), ``strategy`` a resolved transfer
+    strategy, ``live_dir`` the DVCLive folder (None = no DVCLive), ``params`` logged to DVCLive.
+    """
+
+    def __init__(self, model, strategy: str, cfg, train_ds, val_ds, task: Task, out_dir, *,
+                 live_dir=None, params: dict | None = None):
+        self.model, self.strategy, self.cfg, self.task = model, strategy, cfg, task
+        self.train_ds, self.val_ds, self.out = train_ds, val_ds, Path(out_dir)
+        self.live_dir, self.params = live_dir, params or {}
+        self.rank, self.world, _ = dist_info()
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+        self.device = resolve_device(cfg.device)
+        self.amp = resolve_precision(cfg.precision, self.device)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def _loaders(self) -> tuple[DataLoader, DataLoader, EpochSampler]:
+        c = self.cfg
+        sampler = EpochSampler(self.train_ds.labels, balanced=c.imbalance == "sampler", seed=c.seed,
+                               rank=self.rank, world=self.world)
+        kw = {"num_workers": int(c.num_workers), "pin_memory": self.device.type == "cuda",
+                  "persistent_workers": int(c.num_workers) > 0}
+        train = DataLoader(self.train_ds, batch_size=int(c.batch_size), sampler=sampler,
+                           drop_last=len(sampler) >= int(c.batch_size), **kw)
+        val = DataLoader(self.val_ds, batch_size=int(c.batch_size) * 2, shuffle=False, **kw)
+        return train, val, sampler
+
+    def _optimizer(self, epoch: int, saved: dict | None):
+        from pipeline.models.transfer import apply_strategy, needs_new_optimizer
+
+        tcfg = self.cfg.transfer()
+        groups = apply_strategy(self.model, self.strategy, tcfg, epoch)
+        for g in groups:
+            g["base_lr"] = g["lr"]
+        opt = torch.optim.AdamW(groups, weight_decay=float(self.cfg.weight_decay))
+        if saved is not None and not needs_new_optimizer(self.strategy, epoch, tcfg, len(self.model.stages)):
+            opt.load_state_dict(saved)
+        net = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        return opt, net
+
+    def _live(self, resume: bool):
+        if self.rank != 0 or self.live_dir is None:
+            return None
+        from dvclive import Live
+
+        live = Live(dir=str(self.live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None)
+        live.log_params(self.params)
+        return live
+
+    def fit(self, *, resume: bool = False, stop_after: int | None = None) -> FitResult:
+        """Train ``cfg.epochs`` epochs (or resume from ``last.pt``). ``stop_after`` ends the run
+        after that many epochs in total (as if interrupted; for tests and time limits)."""
+        from pipeline.models.transfer import needs_new_optimizer, set_train_mode
+
+        c, model, dev = self.cfg, self.model.to(self.device), self.device
+        train_dl, val_dl, sampler = self._loaders()
+        steps = len(train_dl)
+        total, warm = steps * int(c.epochs), round(float(c.warmup_epochs) * steps)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        state = {"epoch": -1, "step": 0, "best": {}, "best_score": -math.inf, "bad": 0, "history": []}
+        saved_opt = None
+        last = self.out / "last.pt"
+        if resume and last.is_file():
+            ck = load_checkpoint(last, dev)
+            model.load_state_dict(ck["model"])
+            saved_opt = ck["optimizer"]
+            if ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            torch.set_rng_state(ck["rng_cpu"].cpu())
+            if dev.type == "cuda" and "rng_cuda" in ck:
+                torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
+            state.update({k: ck[k] for k in ("epoch", "step", "best", "best_score", "bad", "history")})
+            log.info("resuming from %s after epoch %d", last, state["epoch"] + 1)
+        elif resume:
+            warnings.warn(f"{last}: no last.pt to resume from; training from the start", stacklevel=2)
+            resume = False
+        live = self._live(resume)
+        if live is not None and resume:
+            live.step = state["epoch"] + 1  # DVCLive does not advance past a resumed step 0
+        opt, net, stopped, t_fit = None, model, False, time.perf_counter()
+        for epoch in range(state["epoch"] + 1, int(c.epochs)):
+            if stop_after is not None and epoch >= stop_after:
+                break
+            if opt is None or needs_new_optimizer(self.strategy, epoch, c.transfer(), len(model.stages)):
+                opt, net = self._optimizer(epoch, saved_opt)
+                saved_opt = None
+            set_train_mode(model, True)
+            sampler.set_epoch(epoch)
+            self.train_ds.set_epoch(epoch)
+            t0, loss_sum, n = time.perf_counter(), 0.0, 0
+            for batch in train_dl:
+                f = lr_factor(state["step"], warm, total)
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * f
+                batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with autocast(dev, self.amp):
+                    logits = net(batch["x"])
+                loss = self.task.loss(logits.float(), batch)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                state["step"] += 1
+                loss_sum += float(loss.detach()) * len(batch["y"])
+                n += len(batch["y"])
+            secs = time.perf_counter() - t0
+            model.eval()
+            val = self.task.evaluate(model, val_dl, dev, self.amp)
+            m = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), **val,
+                 "lr": opt.param_groups[0]["lr"], "seconds": secs, "samples_per_s": n * self.world / max(secs, 1e-9)}
+            score = m.get(self.task.monitor, float("nan"))
+            improved = (not math.isnan(score) and score > state["best_score"]) or not state["best"]
+            if improved:
+                state.update(best=dict(m), best_score=-math.inf if math.isnan(score) else score, bad=0)
+                if self.rank == 0:
+                    save_checkpoint(self.out / "model.pt", model.state_dict())
+            else:
+                state["bad"] += 1
+            state["epoch"] = epoch
+            state["history"].append(m)
+            if self.rank == 0:
+                save_checkpoint(last, {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                    "rng_cpu": torch.get_rng_state(),
+                    **({"rng_cuda": torch.cuda.get_rng_state()} if dev.type == "cuda" else {}),
+                    **{k: state[k] for k in ("epoch", "step", "best", "best_score", "bad", "history")}})
+            if live is not None:
+                for k, v in m.items():
+                    if k != "epoch" and isinstance(v, (int, float)) and not math.isnan(v):
+                        live.log_metric(f"{'train' if k.startswith('train') else 'val' if k.startswith('val') else 'perf'}/{k}", v)
+                live.next_step()
+            log.info("epoch %d/%d %s", epoch + 1, c.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
+            if int(c.patience) and state["bad"] >= int(c.patience):
+                stopped = True
+                log.info("early stop: no %s improvement for %d epochs", self.task.monitor, state["bad"])
+                break
+        if live is not None:
+            live.end()
+        wall = time.perf_counter() - t_fit
+        hist = state["history"]
+        sps = sum(h["samples_per_s"] * h["seconds"] for h in hist) / max(sum(h["seconds"] for h in hist), 1e-9)
+        return FitResult(best=state["best"], history=hist, epochs_run=len(hist), stopped_early=stopped,
+                         seconds=sum(h["seconds"] for h in hist) if hist else wall, samples_per_s=sps)
+
+
+@torch.no_grad()
+def predict_logits(model, loader, device: torch.device, amp: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+    """(logits float32 on CPU, labels, rows) over ``loader`` in eval mode."""
+    model.eval()
+    outs, ys, rows = [], [], []
+    for batch in loader:
+        with autocast(device, amp):
+            outs.append(model(batch["x"].to(device)).float().cpu())
+        ys.append(batch["y"])
+        rows.append(torch.as_tensor(batch["row"]))
+    if not outs:
+        return torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(ys), torch.cat(rows)

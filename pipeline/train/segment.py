@@ -1,0 +1,131 @@
+"""The ``train_seg`` stage: 3D nodule segmenter (FlexibleUNet + MedicalNet encoder) on patch cubes.
+
+Targets: a ball of ``diameter_mm`` centred at the cube centre (radius in voxels per axis from the
+patches' ``spacing_xyz_mm``); negatives get empty masks. Shifted positives (centre unknown) and
+positives without a diameter are left out. Inputs: the centred ``crop``^3 of each cube (multiple
+of 16). Loss: MONAI DiceCELoss / DiceFocalLoss (sigmoid). Validation: mean Dice over positive
+cubes (threshold 0.5), val loss, and AUC of the max voxel probability as a nodule score.
+Outputs as the classifier (``models/segmenter``; DVCLive ``dvclive/segmenter``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import to_dict
+from pipeline.errors import ConfigError
+from pipeline.train.config import SegTrainConfig
+from pipeline.train.stage import (
+    TrainResult,
+    finish_outputs,
+    input_context,
+    make_datasets,
+    seed_everything,
+)
+from pipeline.utils import write_json
+
+log = logging.getLogger(__name__)
+
+
+def segmenter_task(cfg: SegTrainConfig):
+    from monai.losses import DiceCELoss, DiceFocalLoss
+
+    from pipeline.evaluate.classify import dice, roc_auc
+    from pipeline.train.loop import Task, autocast
+
+    crit = (DiceCELoss if cfg.loss == "dice_ce" else DiceFocalLoss)(sigmoid=True)
+
+    def loss(logits, batch):
+        return crit(logits, batch["mask"])
+
+    @torch.no_grad()
+    def evaluate(model, loader, device, amp):
+        model.eval()
+        losses, dices, scores, labels = [], [], [], []
+        for batch in loader:
+            with autocast(device, amp):
+                logits = model(batch["x"].to(device)).float()
+            m = batch["mask"].to(device)
+            losses.append(float(crit(logits, m)) * len(m))
+            prob = torch.sigmoid(logits).cpu().numpy()
+            for p, t, y in zip(prob, batch["mask"].numpy(), batch["y"].numpy()):
+                scores.append(float(p.max()))
+                labels.append(int(y))
+                if y > 0:
+                    dices.append(dice(p > 0.5, t > 0.5))
+        n = len(labels)
+        if not n:
+            return {"val_loss": float("nan"), "val_dice": float("nan"), "val_auc": float("nan")}
+        return {"val_loss": sum(losses) / n, "val_dice": float(np.mean(dices)) if dices else float("nan"),
+                "val_auc": roc_auc(np.array(labels), np.array(scores))}
+
+    return Task(loss=loss, evaluate=evaluate, monitor="val_dice")
+
+
+def _row_filter(index, neg_per_pos, seed):
+    lab, diam, shifted = (index["label"].to_numpy(), index["diameter_mm"].to_numpy(float),
+                          index["shifted"].astype(bool).to_numpy())
+
+    def keep(rows: np.ndarray) -> np.ndarray:
+        return rows[~shifted[rows] & ((lab[rows] == 0) | (diam[rows] > 0))]
+
+    def keep_train(rows: np.ndarray) -> np.ndarray:
+        rows = keep(rows)
+        if neg_per_pos is None:
+            return rows
+        pos, neg = rows[lab[rows] > 0], rows[lab[rows] == 0]
+        k = min(len(neg), round(neg_per_pos * max(len(pos), 1)))
+        neg = np.random.default_rng(seed).choice(neg, size=k, replace=False) if k < len(neg) else neg
+        return np.sort(np.concatenate([pos, neg]))
+
+    return keep_train, keep
+
+
+def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                    cfg: SegTrainConfig | None = None, *, preprocessed_dir=None,
+                    live_dir="dvclive/segmenter", resume: bool = False, stop_after: int | None = None,
+                    progress: bool = True) -> TrainResult:
+    """Train the segmenter on the cubes of ``patches_dir``; writes ``out_dir`` like the classifier."""
+    from pipeline.models.segmenter import build_segmenter
+    from pipeline.models.transfer import resolve_strategy
+    from pipeline.patches.dataset import PatchStore
+    from pipeline.train.loop import Trainer, resolve_device, resolve_precision
+
+    cfg = cfg or SegTrainConfig()
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    store = PatchStore(patches_dir)
+    ctx = input_context(patches_dir, preprocessed_dir)
+    full = int(store.cubes(store.index["sample"].to_numpy()[:1]).shape[-1])
+    crop = int(cfg.crop) if cfg.crop else (full // 16) * 16
+    if crop < 16 or crop > full:
+        raise ConfigError(f"train_seg.crop {crop} must be a multiple of 16 in 16..{full} (cube edge {full})")
+    spacing_zyx = tuple(ctx.get("spacing_xyz_mm") or (1.0, 1.0, 1.0))[::-1]
+    model = build_segmenter(cfg.model())
+    keep_train, keep = _row_filter(store.index, cfg.neg_per_pos, cfg.seed)
+    train_ds, val_ds = make_datasets(store, cfg, "3d", crop=crop, masks=True, spacing_zyx_mm=spacing_zyx,
+                                     row_filters=(keep_train, keep))
+    n_min = int(min(np.bincount((train_ds.labels > 0).astype(int), minlength=2)))
+    strategy, reason = resolve_strategy(cfg.strategy, n_min, model.family,
+                                        pretrained=model.provenance.get("weights_source") != "random")
+    log.info("segmenter transfer strategy %s (%s)", strategy, reason)
+    device = resolve_device(cfg.device)
+    amp = resolve_precision(cfg.precision, device)
+    config = {"task": "segmenter", "kind": "3d", "model": to_dict(cfg.model()), "train": to_dict(cfg),
+              "strategy": strategy, "strategy_reason": reason,
+              "input": {"kind": "3d", "source": "cubes", "crop": crop, "cube": full}, **ctx,
+              "runtime": {"device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32"}}
+    write_json(out / "config.json", config)
+    trainer = Trainer(model, strategy, cfg, train_ds, val_ds, segmenter_task(cfg), out, live_dir=live_dir,
+                      params={**to_dict(cfg), "strategy_resolved": strategy})
+    fit = trainer.fit(resume=resume, stop_after=stop_after)
+    metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
+                             "val_dice")
+    return TrainResult(out, metrics, strategy, reason, fit.history)
