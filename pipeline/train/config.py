@@ -37,11 +37,11 @@ class _Common:
     encoder_lr_mult: float = 0.1
     layer_decay: float = 0.5
     progressive_epochs_per_stage: int = 1
-    epochs: int = 6
+    epochs: int = 15
     batch_size: int = 32
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
-    patience: int = 4
+    patience: int = 5
     precision: str = "auto"
     device: str = "auto"
     imbalance: str = "sampler"
@@ -137,7 +137,7 @@ class SegTrainConfig(_Common):
     loss: str = "dice_ce"
     crop: int | None = None
     neg_per_pos: float | None = 1.0
-    epochs: int = 4
+    epochs: int = 8
     batch_size: int = 4
     lr: float = 1e-3
 
