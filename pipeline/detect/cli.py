@@ -1,0 +1,101 @@
+"""``python -m pipeline detect`` (any scans) and ``python -m pipeline infer`` (the DVC stage)."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pipeline.cliutil import add_params_arg, params_section
+
+DETECT_HELP = """\
+Find lung nodules in CT scans. PATH: .mhd/.mha/.nii/.nii.gz/.nrrd files, DICOM series folders, or
+folders searched recursively for both.
+
+Models: --model is the classifier folder (models/classifier) and the segmenter is taken from the
+sibling folder models/segmenter unless --segmenter is given; --model may also be the folder that
+holds both (models). A segmenter folder alone gives segmenter-only detection.
+Preprocessing and patch parameters are read from the models' config.json (as in training);
+detection parameters from the 'infer:' section of --params, overridden by the flags below.
+
+Outputs in --out: findings.csv (seriesuid,coordX,coordY,coordZ,probability = a LUNA16 submission,
+then diameter_mm, index_z/y/x (voxel of the original scan), seg_score, cls_score, scan), errors.csv
+(scan, reason), report.html + report/*.png, run.json (timings, device, model provenance),
+scans/<id>.json (per-scan results; a rerun skips scans that have one, unless --overwrite),
+maps/<id>_prob.nii.gz + <id>_findings.nii.gz with --save-maps (original scan grid).
+Privacy: the only DICOM value written anywhere is the SeriesInstanceUID (the LUNA16 scan key);
+patient name/ID/dates are never read.
+
+Exit code: 0 all scans done, 3 some scans failed (listed in errors.csv), 1 none succeeded or bad
+arguments/models. Research software, not a medical device."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="classifier folder (or folder holding classifier/ and segmenter/)")
+    p.add_argument("--segmenter", default=None, help="segmenter folder (default: sibling 'segmenter' of --model)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: infer.device (auto)")
+    p.add_argument("--batch-size", type=int, default=None, help="classifier patches per batch (infer.batch_size)")
+    p.add_argument("--max-findings", type=int, default=None, help="findings kept per scan (infer.max_findings)")
+    p.add_argument("--combine", default=None, help="classifier|geomean|product|mean|segmenter (infer.combine)")
+    p.add_argument("--save-maps", action="store_true", help="write NIfTI probability/finding maps (original grid)")
+    p.add_argument("--overwrite", action="store_true", help="redo scans that already have scans/<id>.json")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler tcp://HOST:PORT (one task per scan)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_params_arg(p)
+
+
+def _config(args):
+    from pipeline.config import from_dict
+    from pipeline.detect.config import DetectConfig
+
+    d = params_section(args, "infer")
+    for flag, key in (("device", "device"), ("batch_size", "batch_size"), ("max_findings", "max_findings"),
+                      ("combine", "combine")):
+        if getattr(args, flag) is not None:
+            d[key] = getattr(args, flag)
+    if getattr(args, "subsets", None) is not None:
+        d["subsets"] = args.subsets
+    return from_dict(DetectConfig, d, "infer")
+
+
+def _summary(res) -> int:
+    log = logging.getLogger("pipeline.detect")
+    log.info("%d scan(s): %d ok (%d already done), %d failed; %d findings -> %s", res.n_scans, res.n_ok,
+             res.n_skipped, res.n_failed, len(res.findings), res.out_dir / "findings.csv")
+    if res.n_failed:
+        log.warning("failures listed in %s", res.out_dir / "errors.csv")
+    return res.exit_code
+
+
+def _detect(args) -> int:
+    from pipeline.detect.batch import run
+
+    cfg = _config(args)
+    res = run(args.paths, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
+              overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress)
+    return _summary(res)
+
+
+def _infer(args) -> int:
+    from pipeline.detect.batch import run_infer
+
+    cfg = _config(args)
+    res = run_infer(args.luna, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
+                    overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress)
+    return _summary(res)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("detect", help="find nodules in CT scans (files, DICOM folders)",
+                              description=DETECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="scan files or folders")
+    _common(p)
+    p.set_defaults(func=_detect)
+    q = subparsers.add_parser("infer", help="stage: detection on the LUNA16 test subsets (for the FROC)",
+                              description="Run detection on the scans of LUNA16 subsets; writes findings.csv, "
+                              "predictions.csv (LUNA16 submission) and seriesuids.csv (no header) for evaluate. "
+                              "Exit codes as for detect.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--luna", default="data/luna16", help="LUNA16 root (subsetK/*.mhd)")
+    q.add_argument("--subsets", type=int, nargs="+", default=None,
+                   help="subsets to run on (default: infer.subsets, else the models' test subsets)")
+    _common(q)
+    q.set_defaults(func=_infer)

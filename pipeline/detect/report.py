@@ -1,0 +1,145 @@
+"""HTML report: per scan the top findings as axial / coronal / sagittal crops + a summary table.
+
+Crops are cut from the ORIGINAL scan around each finding's voxel and shown in the standard
+radiological orientation (patient left on the image right, superior up) whatever the scan's
+direction matrix, with physical (mm) aspect, an HU window and a circle of the finding diameter.
+PNGs go to ``<out>/report/``; ``report.html`` references them by relative path (open from disk).
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io.geometry import Geometry
+
+WINDOW_HU = (-1000.0, 400.0)
+
+
+def _canonical(crop_zyx: np.ndarray, geometry: Geometry, spacing_zyx: np.ndarray):
+    """Reorder/flip index axes of a crop so array axes are world (z, y, x) increasing.
+
+    Returns (array, spacing per world axis zyx, permutation world<-index, signs)."""
+    d = geometry.direction_matrix  # columns: index axes x, y, z in world xyz
+    axes_zyx = []  # for each index axis (z, y, x) the world axis (0 = z, 1 = y, 2 = x) it maps to
+    signs = []
+    for col in (2, 1, 0):
+        w = int(np.argmax(np.abs(d[:, col])))
+        axes_zyx.append(2 - w)
+        signs.append(np.sign(d[w, col]) or 1.0)
+    if sorted(axes_zyx) != [0, 1, 2]:  # oblique beyond recognition: keep index order
+        axes_zyx, signs = [0, 1, 2], [1.0, 1.0, 1.0]
+    order = [axes_zyx.index(w) for w in range(3)]  # index axis giving world axis w
+    arr = np.transpose(crop_zyx, order)
+    for w in range(3):
+        if signs[order[w]] < 0:
+            arr = np.flip(arr, axis=w)
+    return arr, spacing_zyx[order], order, [signs[o] for o in order]
+
+
+def render_finding(array_zyx: np.ndarray, geometry: Geometry, index_zyx, diameter_mm: float, caption: str,
+                   png: Path, half_mm: float = 32.0, window=WINDOW_HU) -> Path:
+    """Axial / coronal / sagittal crops (±``half_mm``) around voxel ``index_zyx`` of the original scan."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    from pipeline.patches.extract import crop_padded
+
+    sp = np.asarray(geometry.spacing_zyx_mm, float)
+    half = np.maximum(np.ceil(half_mm / sp).astype(int), 1)
+    start = np.asarray(index_zyx, int) - half
+    crop = crop_padded(array_zyx, start, 2 * half + 1, fill=int(window[0])).astype(np.float32)
+    arr, wsp, _, _ = _canonical(crop, geometry, sp)
+    c = np.asarray(arr.shape) // 2  # the finding voxel is the crop centre
+    views = [("axial", arr[c[0]], wsp[1], wsp[2], False),  # rows y (anterior up), cols x
+             ("coronal", arr[:, c[1], :], wsp[0], wsp[2], True),  # rows z (superior up), cols x
+             ("sagittal", arr[:, :, c[2]], wsp[0], wsp[1], True)]  # rows z, cols y
+    fig, axs = plt.subplots(1, 3, figsize=(9, 3.3), dpi=80)
+    for ax, (name, img, sr, sc, up) in zip(axs, views):
+        h, w = img.shape
+        ext = (-(w // 2 + 0.5) * sc, (w - w // 2 - 0.5) * sc, (h - h // 2 - 0.5) * sr, -(h // 2 + 0.5) * sr)
+        if up:
+            img, ext = img[::-1], (ext[0], ext[1], -ext[2], -ext[3])
+        ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], extent=ext, interpolation="bilinear")
+        ax.add_patch(Circle((0, 0), max(diameter_mm / 2.0, 1.0) + 2.0, fill=False, color="#ffcc00", lw=1.2))
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(caption, fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(f".tmp-{png.name}")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(png)
+    return png
+
+
+def render_scan(array_zyx: np.ndarray, geometry: Geometry, findings: pd.DataFrame, report_dir: Path,
+                scan_id: str, top: int = 5) -> list[str]:
+    """PNG names (relative to the report folder's parent) of the top findings' crops."""
+    names = []
+    for k, row in findings.head(top).reset_index(drop=True).iterrows():
+        png = Path(report_dir) / f"{scan_id}_{k + 1}.png"
+        cap = (f"#{k + 1}  p={row['probability']:.3f}  (seg {row['seg_score']:.2f}, cls "
+               f"{row['cls_score']:.2f})  d={row['diameter_mm']:.1f} mm  "
+               f"x,y,z=({row['coordX']:.1f}, {row['coordY']:.1f}, {row['coordZ']:.1f}) mm")
+        render_finding(array_zyx, geometry, (row["index_z"], row["index_y"], row["index_x"]),
+                       float(row["diameter_mm"]), cap, png)
+        names.append(f"{Path(report_dir).name}/{png.name}")
+    return names
+
+
+def _fmt(v, nd=3) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.{nd}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info: dict) -> Path:
+    """``report.html``: summary table (one row per scan), errors, then per scan its findings + crops."""
+    from pipeline.utils import write_text
+
+    e = html.escape
+    style = ("body{font-family:sans-serif;margin:1.5em;max-width:1100px}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             "td.l,th.l{text-align:left}img{max-width:100%;display:block;margin:4px 0 12px}")
+    intro = (f"{len(records)} scan(s) processed, {len(errors)} failed; device {e(str(run_info.get('device')))}; "
+             f"combine = {e(str(run_info.get('config', {}).get('combine')))}. Research software: not for "
+             "clinical use.")
+    head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>top p</th>"
+            "<th>top diameter (mm)</th><th>seconds</th></tr>")
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Nodule detection report</title>",
+             f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>", f"<p>{intro}</p>", head]
+    for r in records:
+        f = r["findings"]
+        top = f[0] if f else {}
+        parts.append(f"<tr><td class='l'><a href='#{e(r['id'])}'>{e(r['scan'])}</a></td><td>{len(f)}</td>"
+                     f"<td>{_fmt(top.get('probability'))}</td><td>{_fmt(top.get('diameter_mm'), 1)}</td>"
+                     f"<td>{sum(r['seconds'].values()):.1f}</td></tr>")
+    parts.append("</table>")
+    if len(errors):
+        parts.append("<h2>Scans that failed</h2><table><tr><th class='l'>scan</th><th class='l'>reason</th></tr>")
+        parts += [f"<tr><td class='l'>{e(str(s))}</td><td class='l'>{e(str(m))}</td></tr>"
+                  for s, m in zip(errors["scan"], errors["reason"])]
+        parts.append("</table>")
+    cols = ["probability", "diameter_mm", "coordX", "coordY", "coordZ", "seg_score", "cls_score"]
+    for r in records:
+        parts.append(f"<h2 id='{e(r['id'])}'>{e(r['scan'])}</h2><p>series {e(str(r['seriesuid']))}, "
+                     f"{r['n_candidates']} candidate(s) scored</p>")
+        if r["findings"]:
+            parts.append("<table><tr><th>#</th>" + "".join(f"<th>{c}</th>" for c in cols) +
+                         "<th>voxel (z, y, x)</th></tr>")
+            for k, f in enumerate(r["findings"]):
+                parts.append(f"<tr><td>{k + 1}</td>" + "".join(f"<td>{_fmt(f.get(c), 2 if c[0] in 'cd' else 3)}</td>"
+                                                               for c in cols) +
+                             f"<td>({f['index_z']}, {f['index_y']}, {f['index_x']})</td></tr>")
+            parts.append("</table>")
+        parts += [f"<img src='{e(png)}' alt='finding crops'>" for png in r.get("crops", [])]
+    parts.append("</body></html>")
+    return write_text(path, "\n".join(parts) + "\n")

@@ -1,0 +1,151 @@
+"""Detection on one scan: preprocess as in training -> segmenter (sliding window) -> components
+-> NMS -> classifier -> combined probability, mapped back to the original scan's voxels."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.detect.candidates import top_candidates
+from pipeline.detect.config import DetectConfig
+from pipeline.detect.score import classify, combine, cut_patches, patch_params
+from pipeline.io.geometry import Geometry
+from pipeline.io.scans import Scan
+
+log = logging.getLogger(__name__)
+FINDING_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm",
+                   "index_z", "index_y", "index_x", "seg_score", "cls_score"]
+"""``coordX/Y/Z`` world LPS mm; ``index_z/y/x`` nearest voxel of the ORIGINAL scan grid."""
+STEPS = ("io", "preprocess", "segmenter", "candidates", "classifier")
+
+
+@dataclass
+class ScanFindings:
+    """Result of :func:`detect_scan`.
+
+    Attributes:
+        seriesuid: scan key (LUNA16 / DICOM SeriesInstanceUID, or the file stem).
+        findings: DataFrame with :data:`FINDING_COLUMNS`, sorted by probability (descending).
+        n_candidates: candidates scored by the classifier (after NMS and ``max_candidates``).
+        seconds: per step (``preprocess``, ``segmenter``, ``candidates``, ``classifier``).
+        geometry: preprocessed grid of ``prob_zyx``; ``original_geometry`` the scan's own grid.
+        prob_zyx: float32 segmenter probability map (z, y, x) on ``geometry`` (None unless kept).
+    """
+
+    seriesuid: str
+    findings: pd.DataFrame
+    n_candidates: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    geometry: Geometry | None = None
+    original_geometry: Geometry | None = None
+    prob_zyx: np.ndarray | None = None
+
+
+def preprocess_config(model_config: dict):
+    """The PreprocessConfig a model was trained with (from its config.json ``preprocess.params``)."""
+    from pipeline.config import from_dict
+    from pipeline.preprocess import PreprocessConfig
+
+    params = dict((model_config.get("preprocess") or {}).get("params") or {})
+    fields = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    params = {k: v for k, v in params.items() if k in fields}
+    if not params:
+        log.warning("model config.json has no preprocess params; using the preprocess defaults")
+        if model_config.get("spacing_xyz_mm"):
+            params["spacing_xyz_mm"] = model_config["spacing_xyz_mm"]
+    return from_dict(PreprocessConfig, params, "preprocess (from model config.json)")
+
+
+def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: ``auto`` = bf16 (fp16 if unsupported) on CUDA, fp32 (None) on CPU."""
+    from pipeline.train.loop import resolve_precision
+
+    return resolve_precision(precision, device)
+
+
+@torch.inference_mode()
+def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, device: torch.device,
+            amp_dtype: torch.dtype | None = None) -> np.ndarray:
+    """Segmenter probability map float32 (z, y, x) by MONAI gaussian sliding-window inference."""
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(np.ascontiguousarray(array_zyx)).float()[None, None].to(device)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = sliding_window_inference(x, tuple(cfg.roi_size), int(cfg.sw_batch_size), model,
+                                          overlap=float(cfg.overlap), mode="gaussian", padding_mode="constant",
+                                          cval=float(array_zyx.min()) if array_zyx.size else -1000.0)
+    return torch.sigmoid(logits.float())[0, 0].cpu().numpy().astype(np.float32)
+
+
+def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model: torch.nn.Module | None,
+                cls_cfg: dict | None, cfg: DetectConfig | None = None, device: str | torch.device = "cpu", *,
+                keep_maps: bool = False, preprocess_fn=None) -> ScanFindings:
+    """Find nodules in one scan.
+
+    Args:
+        scan: the CT (any geometry/direction); ``scan.array_zyx`` HU (z, y, x).
+        seg_model / seg_cfg: segmenter and its config.json dict (preprocess params are read from it).
+        cls_model / cls_cfg: classifier and its config.json (None, or ``cfg.combine == 'segmenter'``:
+            no classifier; ``cls_score`` is then NaN).
+        cfg: detection parameters.
+        device: torch device of both models.
+        keep_maps: keep the probability map in the result (for ``--save-maps``).
+        preprocess_fn: ``f(scan, PreprocessConfig) -> (array, lung, geometry)``; default
+            :func:`pipeline.preprocess.preprocess_scan` (the training preprocessing).
+
+    Returns:
+        :class:`ScanFindings` with at most ``cfg.max_findings`` findings.
+    """
+    cfg = cfg or DetectConfig()
+    if preprocess_fn is None:
+        from pipeline.preprocess import preprocess_scan as preprocess_fn
+    device = torch.device(device)
+    amp = amp_dtype_for(cfg.precision, device)
+    sec: dict[str, float] = {}
+    t = time.perf_counter()
+    pcfg = preprocess_config(seg_cfg)
+    array, lung, geom = preprocess_fn(scan, pcfg)
+    sec["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    prob = segment(array, seg_model, cfg, device, amp)
+    sec["segmenter"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cands = top_candidates(prob, lung, geom, threshold=cfg.seg_threshold, nms_mm=cfg.nms_mm,
+                           max_candidates=cfg.max_candidates, min_size_mm=cfg.min_size_mm,
+                           max_size_mm=cfg.max_size_mm)
+    sec["candidates"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    use_cls = cls_model is not None and cfg.combine != "segmenter" and len(cands) > 0
+    cls_score = np.full(len(cands), np.nan)
+    if use_cls:
+        c_array, c_geom = array, geom
+        ccfg = preprocess_config(cls_cfg or {})
+        if ccfg.output_params() != pcfg.output_params():  # trained on other preprocessing: redo it
+            c_array, _, c_geom = preprocess_fn(scan, ccfg)
+        xyz = cands[["coordX", "coordY", "coordZ"]].to_numpy(float)
+        centers = c_geom.world_to_nearest_voxel_zyx(xyz).reshape(-1, 3)
+        patches = cut_patches(c_array, c_geom, centers, getattr(cls_model, "kind", "2d"), patch_params(cls_cfg or {}))
+        cls_score = classify(cls_model, patches, batch_size=cfg.batch_size, device=device, amp_dtype=amp)
+    sec["classifier"] = time.perf_counter() - t
+
+    how = cfg.combine if use_cls else "segmenter"
+    prob_final = combine(cands["seg_score"].to_numpy(float), cls_score if use_cls else None, how)
+    xyz = cands[["coordX", "coordY", "coordZ"]].to_numpy(float).reshape(-1, 3)
+    idx = scan.geometry.world_to_nearest_voxel_zyx(xyz).reshape(-1, 3)
+    found = pd.DataFrame({"seriesuid": scan.seriesuid, "coordX": xyz[:, 0], "coordY": xyz[:, 1],
+                          "coordZ": xyz[:, 2], "probability": prob_final,
+                          "diameter_mm": cands["diameter_mm"].to_numpy(float),
+                          "index_z": idx[:, 0], "index_y": idx[:, 1], "index_x": idx[:, 2],
+                          "seg_score": cands["seg_score"].to_numpy(float), "cls_score": cls_score},
+                         columns=FINDING_COLUMNS)
+    found = found.sort_values("probability", ascending=False, kind="stable").head(int(cfg.max_findings))
+    return ScanFindings(scan.seriesuid, found.reset_index(drop=True), len(cands), sec, geom, scan.geometry,
+                        prob if keep_maps else None)
