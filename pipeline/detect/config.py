@@ -25,6 +25,9 @@ class DetectConfig:
             (LUNA16 nodules are 3-30 mm; bigger components are leaks along the lung wall).
         roi_size: sliding-window size (z, y, x) voxels on the preprocessed grid.
         overlap: sliding-window overlap fraction (MONAI).
+        lung_margin_mm: the segmenter runs only on the lung mask's bounding box grown by this
+            margin (mm; context for the network); None = the whole volume. Candidates come from
+            inside the lung mask only, so this changes speed, not results near the lungs.
         sw_batch_size: windows per segmenter forward pass.
         combine: final probability from the segmenter max prob ``s`` and classifier prob ``c``:
             ``classifier`` = c; ``geomean`` = sqrt(s*c) (default: both models must agree,
@@ -44,6 +47,7 @@ class DetectConfig:
     max_size_mm: float = 60.0
     roi_size: tuple[int, int, int] = (64, 64, 64)
     overlap: float = 0.25
+    lung_margin_mm: float | None = 16.0
     sw_batch_size: int = 4
     combine: str = "geomean"
     device: str = "auto"
@@ -64,6 +68,8 @@ class DetectConfig:
             raise ConfigError(f"infer.roi_size must be 3 sizes >= 16 voxels (z, y, x), got {list(roi)}")
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ConfigError(f"infer.overlap must be in [0, 1), got {self.overlap}")
+        if self.lung_margin_mm is not None and float(self.lung_margin_mm) < 0:
+            raise ConfigError(f"infer.lung_margin_mm must be null or >= 0, got {self.lung_margin_mm}")
         if self.combine not in COMBINE:
             raise ConfigError(f"infer.combine must be one of {', '.join(COMBINE)}; got {self.combine!r}")
         if self.device not in DEVICES:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.detect.candidates import top_candidates
+from pipeline.detect.candidates import CANDIDATE_COLUMNS, top_candidates
 from pipeline.detect.config import DetectConfig
 from pipeline.detect.score import classify, combine, cut_patches, patch_params
 from pipeline.io.geometry import Geometry
@@ -68,9 +68,23 @@ def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
     return resolve_precision(precision, device)
 
 
+def lung_box(lung_zyx: np.ndarray, geometry: Geometry, margin_mm: float | None) -> tuple[slice, ...] | None:
+    """Slices (z, y, x) of the lung mask's bounding box grown by ``margin_mm`` (None = whole volume;
+    returns None when the mask is empty and a margin is set)."""
+    if margin_mm is None:
+        return tuple(slice(0, n) for n in lung_zyx.shape)
+    from scipy import ndimage as ndi
+
+    objs = ndi.find_objects(lung_zyx.astype(np.uint8))
+    if not objs or objs[0] is None:
+        return None
+    m = np.ceil(float(margin_mm) / np.asarray(geometry.spacing_zyx_mm)).astype(int)
+    return tuple(slice(max(s.start - k, 0), min(s.stop + k, n)) for s, k, n in zip(objs[0], m, lung_zyx.shape))
+
+
 @torch.inference_mode()
 def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, device: torch.device,
-            amp_dtype: torch.dtype | None = None) -> np.ndarray:
+            amp_dtype: torch.dtype | None = None, cval: float = -1000.0) -> np.ndarray:
     """Segmenter probability map float32 (z, y, x) by MONAI gaussian sliding-window inference."""
     from monai.inferers import sliding_window_inference
 
@@ -78,7 +92,7 @@ def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, de
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         logits = sliding_window_inference(x, tuple(cfg.roi_size), int(cfg.sw_batch_size), model,
                                           overlap=float(cfg.overlap), mode="gaussian", padding_mode="constant",
-                                          cval=float(array_zyx.min()) if array_zyx.size else -1000.0)
+                                          cval=float(cval))
     return torch.sigmoid(logits.float())[0, 0].cpu().numpy().astype(np.float32)
 
 
@@ -113,13 +127,22 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
     sec["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    prob = segment(array, seg_model, cfg, device, amp)
+    box = lung_box(lung, geom, cfg.lung_margin_mm)
+    prob = np.zeros(array.shape, np.float32)
+    if box is not None:
+        prob[box] = segment(array[box], seg_model, cfg, device, amp, cval=pcfg.window_hu[0])
     sec["segmenter"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    cands = top_candidates(prob, lung, geom, threshold=cfg.seg_threshold, nms_mm=cfg.nms_mm,
-                           max_candidates=cfg.max_candidates, min_size_mm=cfg.min_size_mm,
-                           max_size_mm=cfg.max_size_mm)
+    if box is None:  # empty lung mask: nothing to look at
+        cands = pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    else:
+        start = [sl.start for sl in box]
+        box_geom = Geometry(tuple(geom.voxel_zyx_to_world(start).tolist()), geom.spacing_xyz_mm, geom.direction,
+                            prob[box].shape)  # the crop's own grid: world positions stay exact
+        cands = top_candidates(prob[box], lung[box], box_geom, threshold=cfg.seg_threshold, nms_mm=cfg.nms_mm,
+                               max_candidates=cfg.max_candidates, min_size_mm=cfg.min_size_mm,
+                               max_size_mm=cfg.max_size_mm)
     sec["candidates"] = time.perf_counter() - t
 
     t = time.perf_counter()
