@@ -110,7 +110,7 @@ def main() -> None:
     total = sum(sec.values())
     rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in sec.items())
     md = (f"## Whole-scan detection (bench_detect.py)\n\nOne scan {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} (x,y,z) at "
-          f"{SPACING} mm (pipeline.synth.make_scan, .mhd) -> preprocessed {tuple(geom.shape_zyx)} (z,y,x) at 1 mm; "
+          f"{SPACING} mm (pipeline.synth.make_scan, written as .mhd just before: I/O is a warm-page-cache read) -> preprocessed {tuple(geom.shape_zyx)} (z,y,x) at 1 mm; "
           f"models {mdesc}; device {dev}, {args.threads} torch threads; sliding window roi "
           f"{cfg.roi_size}, sw_batch_size {cfg.sw_batch_size}, gaussian.{note}\n\n"
           f"| step | seconds |\n|---|---|\n{rows}\n| **total per scan** | **{total:.2f}** |\n")

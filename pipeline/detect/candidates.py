@@ -40,7 +40,9 @@ def components(prob_zyx: np.ndarray, lung_zyx: np.ndarray | None, geometry: Geom
     """
     mask = prob_zyx >= threshold
     if lung_zyx is not None:
-        mask &= lung_zyx.astype(bool)
+        mask &= lung_zyx != 0
+    if not mask.any():
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
     labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
     if n == 0:
         return pd.DataFrame(columns=CANDIDATE_COLUMNS)

@@ -57,12 +57,14 @@ def _config(args):
     return from_dict(DetectConfig, d, "infer")
 
 
-def _summary(res) -> int:
+def _summary(res, max_failures: int = 0) -> int:
     log = logging.getLogger("pipeline.detect")
     log.info("%d scan(s): %d ok (%d already done), %d failed; %d findings -> %s", res.n_scans, res.n_ok,
              res.n_skipped, res.n_failed, len(res.findings), res.out_dir / "findings.csv")
     if res.n_failed:
         log.warning("failures listed in %s", res.out_dir / "errors.csv")
+    if res.exit_code == 3 and res.n_failed <= max_failures:
+        return 0
     return res.exit_code
 
 
@@ -81,7 +83,7 @@ def _infer(args) -> int:
     cfg = _config(args)
     res = run_infer(args.luna, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
                     overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress)
-    return _summary(res)
+    return _summary(res, int(cfg.max_failures))
 
 
 def register(subparsers) -> None:
@@ -93,7 +95,7 @@ def register(subparsers) -> None:
     q = subparsers.add_parser("infer", help="stage: detection on the LUNA16 test subsets (for the FROC)",
                               description="Run detection on the scans of LUNA16 subsets; writes findings.csv, "
                               "predictions.csv (LUNA16 submission) and seriesuids.csv (no header) for evaluate. "
-                              "Exit codes as for detect.", formatter_class=argparse.RawDescriptionHelpFormatter)
+                              "Exit codes as for detect, except that up to infer.max_failures failed scans still exit 0.", formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--luna", default="data/luna16", help="LUNA16 root (subsetK/*.mhd)")
     q.add_argument("--subsets", type=int, nargs="+", default=None,
                    help="subsets to run on (default: infer.subsets, else the models' test subsets)")

@@ -37,6 +37,8 @@ class DetectConfig:
         precision: autocast dtype: auto (bf16/fp16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32.
         batch_size: classifier patches per forward pass.
         subsets: LUNA16 subsets the ``infer`` stage runs on; None = the classifier's test subsets.
+        max_failures: ``infer`` only: exit 0 (not 3) while at most this many scans failed (they are
+            listed in errors.csv and still count as scans in seriesuids.csv, i.e. as misses).
     """
 
     seg_threshold: float = 0.5
@@ -54,12 +56,15 @@ class DetectConfig:
     precision: str = "auto"
     batch_size: int = 32
     subsets: tuple[int, ...] | None = None
+    max_failures: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.seg_threshold) < 1.0:
             raise ConfigError(f"infer.seg_threshold must be in (0, 1), got {self.seg_threshold}")
         if float(self.nms_mm) < 0 or not 0 <= float(self.min_size_mm) < float(self.max_size_mm):
             raise ConfigError("infer.nms_mm must be >= 0 and 0 <= infer.min_size_mm < infer.max_size_mm")
+        if int(self.max_failures) < 0:
+            raise ConfigError(f"infer.max_failures must be >= 0, got {self.max_failures}")
         for name in ("max_candidates", "max_findings", "sw_batch_size", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"infer.{name} must be >= 1, got {getattr(self, name)}")

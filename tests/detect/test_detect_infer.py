@@ -34,7 +34,7 @@ def test_infer_stage_writes_submission_and_all_seriesuids(model_root, tmp_path):
                    "--no-progress"])
     finally:
         os.chdir(old)
-    assert rc == 3
+    assert rc == 3  # infer.max_failures 0 (default): one failed scan -> exit 3
     out = tmp_path / "det"
     pred = pd.read_csv(out / "predictions.csv", dtype={"seriesuid": str})
     assert list(pred.columns) == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
@@ -45,6 +45,15 @@ def test_infer_stage_writes_submission_and_all_seriesuids(model_root, tmp_path):
     from pipeline.io.luna16 import read_predictions
 
     assert len(read_predictions(out / "predictions.csv")) == len(pred)
+    # rerun (resumes: done scans skipped) tolerating one failure -> exit 0, same outputs
+    (tmp_path / "params.yaml").write_text(PARAMS + "  max_failures: 1\n")
+    os.chdir(tmp_path)
+    try:
+        assert main(["infer", "--luna", "luna", "--model", str(model_root / "classifier"), "--out", "det",
+                     "--no-progress", "--subsets", "0"]) == 0
+    finally:
+        os.chdir(old)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "predictions.csv", dtype={"seriesuid": str}), pred)
 
 
 def test_screenshot_html(tmp_path):
