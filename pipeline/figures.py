@@ -4,9 +4,9 @@
   (from ``data/luna16``; made by ``pipeline.synth.figure.plot_scan``);
 * ``docs/patches.png``         2D / 2.5D / 3D-centre-slice patches of a few candidates with labels
   (from ``data/patches``; ``pipeline.patches.figure.plot_patches``);
-* ``docs/froc.png``            the FROC curve of the default run (copied from ``data/eval``);
+* ``docs/froc.png``            the FROC curve of the default run (copied from ``eval/``);
 * ``docs/report.png``          a headless-Chromium screenshot of the detection HTML report
-  (from ``data/detect_demo/report.html``; ``pipeline.detect.screenshot.screenshot_html``).
+  (from ``data/detect_test/report.html``; ``pipeline.detect.screenshot.screenshot_html``).
 
 Each figure is skipped with a message when its input does not exist yet (run ``dvc repro`` first).
 """
@@ -22,8 +22,8 @@ FIGURES = ("synth", "patches", "froc", "report")
 
 
 def make_figures(out_dir: Path, which: tuple[str, ...] = FIGURES, *, luna: Path = Path("data/luna16"),
-                 patches: Path = Path("data/patches"), eval_dir: Path = Path("data/eval"),
-                 report: Path = Path("data/detect_demo/report.html")) -> list[Path]:
+                 patches: Path = Path("data/patches"), eval_dir: Path = Path("eval"),
+                 report: Path = Path("data/detect_test/report.html")) -> list[Path]:
     """Write the requested figures into ``out_dir``; return the paths written."""
     bad = sorted(set(which) - set(FIGURES))
     if bad:
@@ -78,6 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--which", default=",".join(FIGURES), help=f"comma list of {', '.join(FIGURES)}")
     p.add_argument("--luna", default="data/luna16")
     p.add_argument("--patches", default="data/patches")
-    p.add_argument("--eval", default="data/eval")
-    p.add_argument("--report", default="data/detect_demo/report.html")
+    p.add_argument("--eval", default="eval")
+    p.add_argument("--report", default="data/detect_test/report.html")
     p.set_defaults(func=_run)

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--luna", default="data/luna16", help="LUNA16 root with annotations(_excluded).csv")
     e.add_argument("--track", action="append", required=True, metavar="NAME=DIR[,DIR2]",
                    help="track folder(s) holding predictions.csv, seriesuids.csv [, scored.csv, seg_metrics.json]")
-    e.add_argument("--out", default="data/eval", help="output folder (default data/eval)")
+    e.add_argument("--out", default="eval", help="output folder (default eval)")
     e.add_argument("--bootstrap", type=int, default=None, help="override evaluate.bootstrap")
     e.add_argument("--seed", type=int, default=None, help="override evaluate.seed")
     e.add_argument("--max-marks", dest="max_marks", type=int, default=None, help="override evaluate.max_marks")

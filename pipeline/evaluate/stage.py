@@ -101,16 +101,32 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     return df
 
 
+def expand_track_dirs(dirs: list[Path]) -> list[Path]:
+    """Each folder as is when it holds ``predictions.csv``; otherwise its sub-folders that do
+    (sorted), so ``--track cv=data/predict/cv`` pools ``cv/fold_0``, ``cv/fold_1``, ... ."""
+    out: list[Path] = []
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise DataError(d, "track folder does not exist")
+        if (d / "predictions.csv").is_file():
+            out.append(d)
+            continue
+        subs = sorted(s for s in d.iterdir() if s.is_dir() and (s / "predictions.csv").is_file())
+        if not subs:
+            raise DataError(d / "predictions.csv", "no such file (a track folder needs predictions.csv and "
+                            "seriesuids.csv, or sub-folders that hold them)")
+        out += subs
+    return out
+
+
 def load_track(dirs: list[Path]) -> dict[str, Any]:
     """Pool one track's folders: predictions (DataFrame), seriesuids (list), scored (DataFrame|None),
     seg (dict|None)."""
     from pipeline.io.luna16 import PREDICTION_COLUMNS, read_seriesuids
 
     preds, uids, scored, segs = [], [], [], []
+    dirs = expand_track_dirs(dirs)
     for d in dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise DataError(d, "track folder does not exist")
         for name in ("predictions.csv", "seriesuids.csv"):
             if not (d / name).is_file():
                 raise DataError(d / name, "no such file (a track folder needs predictions.csv and seriesuids.csv)")
@@ -170,7 +186,7 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         data = load_track([Path(d) for d in dirs])
         res = froc(ann, exc, data["seriesuids"], data["predictions"], max_marks=cfg.max_marks,
                    bootstrap=cfg.bootstrap, seed=cfg.seed)
-        extra: dict[str, Any] = {"folds": [str(d) for d in dirs]}
+        extra: dict[str, Any] = {"folds": [str(d) for d in expand_track_dirs(dirs)]}
         entry: dict[str, Any] = {"cpm": res.to_metrics()["cpm"], "sensitivity": res.to_metrics()["sensitivity"],
                                  "cpm_ci": res.to_metrics()["ci"]["cpm"]}
         if data["scored"] is not None:

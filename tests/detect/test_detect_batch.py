@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_phantom
+from detect_helpers import make_phantom
 
 from pipeline.io.dicom import write_dicom_series
 from pipeline.io.scans import read_scan, write_scan

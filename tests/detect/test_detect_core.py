@@ -87,7 +87,7 @@ def test_combine_and_config_validation():
 @pytest.mark.parametrize("direction", [np.eye(3), np.diag([-1.0, 1.0, -1.0])])
 def test_detect_scan_finds_planted_nodules_and_maps_to_original_voxels(direction):
     import torch
-    from conftest import BlobSegmenter, ContrastClassifier, make_phantom, preprocess_ctx
+    from detect_helpers import BlobSegmenter, ContrastClassifier, make_phantom, preprocess_ctx
 
     from pipeline.detect.scan import detect_scan
     from pipeline.io.scans import Scan
@@ -122,7 +122,7 @@ def test_detect_scan_finds_planted_nodules_and_maps_to_original_voxels(direction
 def test_segmenter_on_lung_box_equals_whole_volume():
     """Running the segmenter only on the lung bounding box (+ margin) changes nothing inside the lungs."""
     import torch
-    from conftest import BlobSegmenter, ContrastClassifier, make_phantom, preprocess_ctx
+    from detect_helpers import BlobSegmenter, ContrastClassifier, make_phantom, preprocess_ctx
 
     from pipeline.detect.scan import detect_scan
     from pipeline.io.scans import Scan

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_phantom
+from detect_helpers import make_phantom
 
 from pipeline.io.scans import write_scan
 
