@@ -255,7 +255,8 @@ def run_infer(luna_root, model, out_dir, cfg: DetectConfig | None = None, *, seg
               progress: bool = True, **kw) -> DetectResult:
     """The ``infer`` stage: detect on the LUNA16 scans of ``cfg.subsets`` (default: the models' test
     subsets), then write ``predictions.csv`` (LUNA16 submission) and ``seriesuids.csv`` (every scan of
-    those subsets, no header, failed ones included) next to ``findings.csv`` for the FROC."""
+    those subsets, no header, failed ones included) next to ``findings.csv`` for the FROC, and
+    ``seg_metrics.json`` (the segmenter's validation Dice / AUC from its ``metrics.json``)."""
     from pipeline.io.luna16 import index_root
     from pipeline.utils import write_csv
 
@@ -271,7 +272,12 @@ def run_infer(luna_root, model, out_dir, cfg: DetectConfig | None = None, *, seg
     write_csv(Path(out_dir) / "predictions.csv", pred, float_format="%.6g")
     write_csv(Path(out_dir) / "seriesuids.csv", sel[["seriesuid"]], header=False)
     res.run_info["subsets"] = subs
-    from pipeline.utils import write_json
+    from pipeline.utils import read_json, write_json
 
     write_json(Path(out_dir) / "run.json", res.run_info)
+    seg_metrics = Path(seg_dir) / "metrics.json"
+    if seg_metrics.is_file():  # the segmenter's own validation Dice/AUC, reported with the detection track
+        m = read_json(seg_metrics)
+        write_json(Path(out_dir) / "seg_metrics.json",
+                   {k: m[k] for k in ("best_val_dice", "val_auc", "best_epoch") if k in m})
     return res

@@ -44,6 +44,8 @@ class PatchesConfig:
         shard_size: max samples per shard file.
         workers: processes over scans.
         seed: RNG seed of the sampling and the shifts.
+        candidates_csv: candidate list in the LUNA16 root (``candidates.csv``; real LUNA16 also
+            ships ``candidates_V2.csv``, the one the challenge's FPR track uses).
     """
 
     cube_mm: float = 48.0
@@ -57,8 +59,11 @@ class PatchesConfig:
     shard_size: int = 2048
     workers: int = 2
     seed: int = 0
+    candidates_csv: str = "candidates.csv"
 
     def __post_init__(self) -> None:
+        if "/" in self.candidates_csv or "\\" in self.candidates_csv:
+            raise ConfigError(f"patches.candidates_csv must be a file name in the LUNA16 root, got {self.candidates_csv!r}")
         if self.planes not in PLANE_MODES:
             raise ConfigError(f"patches.planes must be one of {list(PLANE_MODES)}, got {self.planes!r}")
         if self.cube_mm <= 0 or self.plane_mm <= 0 or int(self.plane_px) < 2:

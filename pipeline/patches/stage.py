@@ -109,13 +109,13 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
     t0 = time.perf_counter()
     luna, pre, out = Path(luna_root), Path(preprocessed_dir), Path(out_dir)
     scans = index_root(luna)
-    cands = read_candidates(luna / "candidates.csv")
+    cands = read_candidates(luna / cfg.candidates_csv)
     anns = read_annotations(luna / "annotations.csv")
     labelled = label_candidates(cands, anns)
     subset_of = dict(zip(scans["seriesuid"], scans["subset"]))
     unknown = sorted(set(labelled["seriesuid"]) - set(subset_of))
     if unknown:
-        log.warning("%d series in candidates.csv have no scan under %s; skipped", len(unknown), luna)
+        log.warning("%d series in %s have no scan under %s; skipped", len(unknown), cfg.candidates_csv, luna)
     uids = sorted(set(labelled["seriesuid"]) & set(subset_of))
     ok, missing = _available_scans(pre, uids)
     if missing:

@@ -43,7 +43,10 @@ def _train(args: argparse.Namespace) -> int:
         from pipeline.train.stage import train_classifier
 
         res = train_classifier(args.patches, out, cfg, **kw)
-    print(json.dumps(res.metrics, indent=2))
+    import os
+
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(json.dumps(res.metrics, indent=2))
     return 0
 
 

@@ -4,7 +4,8 @@ Targets: a ball of ``diameter_mm`` centred at the cube centre (radius in voxels 
 patches' ``spacing_xyz_mm``); negatives get empty masks. Shifted positives (centre unknown) and
 positives without a diameter are left out. Inputs: the centred ``crop``^3 of each cube (multiple
 of 16). Loss: MONAI DiceCELoss / DiceFocalLoss (sigmoid). Validation: mean Dice over positive
-cubes (threshold 0.5), val loss, and AUC of the max voxel probability as a nodule score.
+cubes (threshold 0.5), val loss, and AUC of the max voxel probability as a nodule score, on every
+validation positive and up to max(2, neg_per_pos) negatives per positive.
 Outputs as the classifier (``models/segmenter``; DVCLive ``dvclive/segmenter``).
 """
 from __future__ import annotations
@@ -74,16 +75,25 @@ def _row_filter(index, neg_per_pos, seed):
     def keep(rows: np.ndarray) -> np.ndarray:
         return rows[~shifted[rows] & ((lab[rows] == 0) | (diam[rows] > 0))]
 
-    def keep_train(rows: np.ndarray) -> np.ndarray:
+    def balanced(rows: np.ndarray, ratio: float | None, seed_: int) -> np.ndarray:
         rows = keep(rows)
-        if neg_per_pos is None:
+        if ratio is None:
             return rows
         pos, neg = rows[lab[rows] > 0], rows[lab[rows] == 0]
-        k = min(len(neg), round(neg_per_pos * max(len(pos), 1)))
-        neg = np.random.default_rng(seed).choice(neg, size=k, replace=False) if k < len(neg) else neg
+        k = min(len(neg), round(ratio * max(len(pos), 1)))
+        neg = np.random.default_rng(seed_).choice(neg, size=k, replace=False) if k < len(neg) else neg
         return np.sort(np.concatenate([pos, neg]))
 
-    return keep_train, keep
+    def keep_train(rows: np.ndarray) -> np.ndarray:
+        return balanced(rows, neg_per_pos, seed)
+
+    def keep_val(rows: np.ndarray) -> np.ndarray:
+        # every positive and up to 2 negatives per positive (at least neg_per_pos): Dice is measured on
+        # positives only; the negatives keep the max-probability AUC meaningful at a fraction of the cost
+        ratio = None if neg_per_pos is None else max(2.0, float(neg_per_pos))
+        return balanced(rows, ratio, seed + 1)
+
+    return keep_train, keep_val
 
 
 def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -109,9 +119,9 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise ConfigError(f"train_seg.crop {crop} must be a multiple of 16 in 16..{full} (cube edge {full})")
     spacing_zyx = tuple(ctx.get("spacing_xyz_mm") or (1.0, 1.0, 1.0))[::-1]
     model = build_segmenter(cfg.model())
-    keep_train, keep = _row_filter(store.index, cfg.neg_per_pos, cfg.seed)
+    keep_train, keep_val = _row_filter(store.index, cfg.neg_per_pos, cfg.seed)
     train_ds, val_ds = make_datasets(store, cfg, "3d", crop=crop, masks=True, spacing_zyx_mm=spacing_zyx,
-                                     row_filters=(keep_train, keep))
+                                     row_filters=(keep_train, keep_val))
     n_min = int(min(np.bincount((train_ds.labels > 0).astype(int), minlength=2)))
     strategy, reason = resolve_strategy(cfg.strategy, n_min, model.family,
                                         pretrained=model.provenance.get("weights_source") != "random")
