@@ -166,6 +166,29 @@ def _client(scheduler):
     return (scheduler, False) if isinstance(scheduler, Client) else (Client(str(scheduler)), True)
 
 
+# fields of DetectConfig that do not change the findings (where and how fast they are computed)
+_RUNTIME_FIELDS = ("device", "batch_size", "sw_batch_size", "subsets", "max_failures")
+
+
+def run_key(cls_dir: Path | None, seg_dir: Path, cfg: DetectConfig) -> str:
+    """sha256 over both models' weights and config.json and the detection params: per-scan results
+    in ``scans/`` are reused on a rerun only when this key is unchanged (``scans/run_key.txt``)."""
+    from pipeline.config import to_dict
+
+    h = hashlib.sha256()
+    for d in (cls_dir, seg_dir):
+        for name in ("model.pt", "config.json"):
+            f = Path(d) / name if d else None
+            if f is not None and f.is_file():
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            h.update(b"|")
+    params = {k: v for k, v in to_dict(cfg).items() if k not in _RUNTIME_FIELDS}
+    h.update(repr(sorted(params.items())).encode())
+    return h.hexdigest()
+
+
 def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: DetectConfig | None = None, *,
         segmenter: str | os.PathLike | None = None, save_maps: bool = False, overwrite: bool = False,
         scheduler=None, progress: bool = True) -> DetectResult:
@@ -191,6 +214,18 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
         raise DataError(", ".join(str(p) for p in paths), "no scans found in the given paths")
     load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)  # fail early on bad models
     out.mkdir(parents=True, exist_ok=True)
+    key = run_key(cls_dir, seg_dir, cfg)
+    key_file = out / "scans" / "run_key.txt"
+    stale = key_file.read_text().strip() != key if key_file.is_file() else any((out / "scans").glob("*.json"))
+    if not overwrite and stale:
+        log.info("%s: models or detection params changed since its last run; redoing every scan", out)
+        overwrite = True
+    if overwrite and (out / "scans").is_dir():
+        for old in (out / "scans").glob("*.json"):
+            old.unlink()
+    from pipeline.utils import write_text
+
+    write_text(key_file, key + "\n")
     todo = [j for j in jobs if overwrite or not outputs.result_path(out, j.id).is_file()]
     n_skip = len(jobs) - len(todo)
     if n_skip:

@@ -117,6 +117,14 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
     run2 = json.loads((out / "run.json").read_text())
     assert run2["counts"]["skipped_done"] == 3
     pd.testing.assert_frame_equal(pd.read_csv(out / "findings.csv", dtype={"seriesuid": str}), f)
+    # a changed detection param (or model) invalidates the per-scan results: every scan is redone
+    rc3 = _cli([*paths, "--model", model_root, "--out", out, "--max-findings", "1"], tmp_path, caplog)
+    assert rc3 == 3
+    run3 = json.loads((out / "run.json").read_text())
+    assert run3["counts"]["skipped_done"] == 0
+    assert "redoing every scan" in caplog.text
+    f3 = pd.read_csv(out / "findings.csv", dtype={"seriesuid": str})
+    assert f3.groupby("seriesuid").size().max() <= 1
 
 
 def test_dask_local_cluster_equals_serial(inputs, model_root, tmp_path):
