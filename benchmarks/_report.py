@@ -50,7 +50,7 @@ def update_section(name: str, markdown: str, doc: Path = DOC) -> Path:
     text = doc.read_text() if doc.exists() else HEADER
     stamp = _dt.date.today().isoformat()
     block = f"<!-- {name}:start -->\n{markdown.rstrip()}\n\n_Run {stamp} on: {machine()}._\n<!-- {name}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.DOTALL)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text)

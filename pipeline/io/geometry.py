@@ -20,8 +20,9 @@ Integer indices are voxel centres; continuous indices are used for sub-voxel wor
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class Geometry:
 
     # ------------------------------------------------------------ SimpleITK glue
     @classmethod
-    def from_sitk(cls, image: Any) -> "Geometry":
+    def from_sitk(cls, image: Any) -> Geometry:
         """Geometry of a 3D ``SimpleITK.Image``."""
         if image.GetDimension() != 3:
             raise ValueError(f"expected a 3D image, got {image.GetDimension()}D")
@@ -166,7 +167,7 @@ class Geometry:
         image.SetDirection(tuple(self.direction_matrix.ravel().tolist()))
         return image
 
-    def with_shape(self, shape_zyx: Sequence[int]) -> "Geometry":
+    def with_shape(self, shape_zyx: Sequence[int]) -> Geometry:
         return Geometry(self.origin_xyz_mm, self.spacing_xyz_mm, self.direction, tuple(shape_zyx))
 
     # --------------------------------------------------------------- JSON glue
@@ -179,7 +180,7 @@ class Geometry:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Geometry":
+    def from_dict(cls, d: dict) -> Geometry:
         return cls(
             origin_xyz_mm=d["origin_xyz_mm"],
             spacing_xyz_mm=d["spacing_xyz_mm"],

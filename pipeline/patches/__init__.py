@@ -10,7 +10,7 @@ from pipeline.patches.config import Folds, PatchesConfig
 from pipeline.patches.dataset import PatchStore
 from pipeline.patches.extract import extract_cube, extract_planes
 
-__all__ = ["Folds", "PatchesConfig", "PatchStore", "extract_cube", "extract_planes", "run", "PatchesResult"]
+__all__ = ["Folds", "PatchStore", "PatchesConfig", "PatchesResult", "extract_cube", "extract_planes", "run"]
 
 
 def __getattr__(name):

@@ -7,7 +7,7 @@ voxel is exactly the volume voxel at the candidate: ``cube[S//2, S//2, S//2]`` a
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi

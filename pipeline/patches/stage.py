@@ -101,8 +101,8 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
         :class:`PatchesResult`; writes ``cubes_###.npy`` (n, S, S, S), ``planes_###.npy``
         (n, 3, P, P), ``index.csv`` and ``summary.json`` into ``out_dir``.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm import tqdm
 

@@ -10,8 +10,15 @@ from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.core import PreprocessedScan, preprocess_scan
 from pipeline.preprocess.storage import LoadedScan, load_preprocessed
 
-__all__ = ["PreprocessConfig", "PreprocessedScan", "preprocess_scan", "LoadedScan",
-           "load_preprocessed", "run", "PreprocessResult"]
+__all__ = [
+    "LoadedScan",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "PreprocessedScan",
+    "load_preprocessed",
+    "preprocess_scan",
+    "run",
+]
 
 
 def __getattr__(name):  # lazy: the stage runner pulls in pandas/concurrency machinery

@@ -18,7 +18,7 @@ Steps, on the volume already resampled to the target spacing (so radii are in mm
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi

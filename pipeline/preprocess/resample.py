@@ -7,7 +7,7 @@ original within one target voxel.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

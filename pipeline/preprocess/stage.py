@@ -22,9 +22,10 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -88,7 +89,7 @@ def process_one(seriesuid: str, subset: int, path: str, out_dir: str, cfg: Prepr
             write_outputs(out_dir, seriesuid, pre.array_zyx, pre.lung_zyx, sidecar)
         except DataError as exc:
             status, reason = "failed", exc.reason
-        except Exception as exc:  # noqa: BLE001 - one bad scan must not stop the batch
+        except Exception as exc:
             status, reason = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             log.exception("unexpected error on %s", path)
         if status == "failed":  # a stale done-marker from an earlier run must not survive
@@ -113,7 +114,8 @@ def _iter_results(tasks: list[tuple], out_dir: str, cfg: PreprocessConfig, worke
                 client.close()
     elif workers > 1 and len(tasks) > 1:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import as_completed as cf_completed
 
         ctx = mp.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
@@ -174,7 +176,7 @@ def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
         "seconds_per_scan_mean": round(float(done["seconds"].mean()), 3) if len(done) else None,
         "seconds_per_scan_max": round(float(done["seconds"].max()), 3) if len(done) else None,
         "workers": workers if scheduler is None else None,
-        "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler_info", lambda: {})()
+        "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler_info", dict)()
                                                          .get("address", scheduler)),
         "peak_rss_mb_per_worker": {str(k): float(v) for k, v in rss.items()},
         "peak_rss_mb_max": float(rss.max()) if len(rss) else None,

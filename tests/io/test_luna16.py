@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.io.luna16 import (index_root, read_annotations, read_candidates,
-                                read_predictions, read_seriesuids)
+from pipeline.io.luna16 import (
+    index_root,
+    read_annotations,
+    read_candidates,
+    read_predictions,
+    read_seriesuids,
+)
 
 LUNA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "luna16"
 needs_shared = pytest.mark.skipif(not LUNA.is_dir(), reason="../shared/data/luna16 not present")

@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "preprocess"))
 
-from phantom_data import write_luna_root  # noqa: E402
+from phantom_data import write_luna_root
 
 UIDS = {0: ["1.2.840.9.1"], 1: ["1.2.840.9.2"], 2: ["1.2.840.9.3", "1.2.840.9.4"], 3: ["1.2.840.9.5"]}
 

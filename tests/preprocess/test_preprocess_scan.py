@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from phantom_data import LUNG_LABELS, NODULE_XYZ_MM, make_phantom
 from scipy import ndimage as ndi
 
-from phantom_data import LUNG_LABELS, NODULE_XYZ_MM, make_phantom
 from pipeline.errors import DataError
 from pipeline.io.scans import Scan, read_scan
 from pipeline.preprocess import PreprocessConfig, preprocess_scan

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from phantom_data import write_luna_root
+
 from pipeline.errors import PipelineError
 from pipeline.io.scans import read_scan, write_scan
 from pipeline.preprocess import PreprocessConfig, load_preprocessed, preprocess_scan
