@@ -120,8 +120,8 @@ def expand_track_dirs(dirs: list[Path]) -> list[Path]:
 
 
 def load_track(dirs: list[Path]) -> dict[str, Any]:
-    """Pool one track's folders: predictions (DataFrame), seriesuids (list), scored (DataFrame|None),
-    seg (dict|None)."""
+    """Pool one track's folders (see :func:`expand_track_dirs`): dirs (the folders pooled), predictions
+    (DataFrame), seriesuids (list), scored (DataFrame|None), seg (dict|None)."""
     from pipeline.io.luna16 import PREDICTION_COLUMNS, read_seriesuids
 
     preds, uids, scored, segs = [], [], [], []
@@ -143,7 +143,7 @@ def load_track(dirs: list[Path]) -> dict[str, Any]:
     if segs:
         keys = [k for k, v in segs[0].items() if isinstance(v, (int, float)) and all(k in s for s in segs)]
         seg = segs[0] if len(segs) == 1 else {k: float(np.mean([s[k] for s in segs])) for k in keys}
-    return {"predictions": pred, "seriesuids": uids,
+    return {"dirs": dirs, "predictions": pred, "seriesuids": uids,
             "scored": pd.concat(scored, ignore_index=True) if scored else None, "seg": seg}
 
 
@@ -186,7 +186,7 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         data = load_track([Path(d) for d in dirs])
         res = froc(ann, exc, data["seriesuids"], data["predictions"], max_marks=cfg.max_marks,
                    bootstrap=cfg.bootstrap, seed=cfg.seed)
-        extra: dict[str, Any] = {"folds": [str(d) for d in expand_track_dirs(dirs)]}
+        extra: dict[str, Any] = {"folds": [str(d) for d in data["dirs"]]}
         entry: dict[str, Any] = {"cpm": res.to_metrics()["cpm"], "sensitivity": res.to_metrics()["sensitivity"],
                                  "cpm_ci": res.to_metrics()["ci"]["cpm"]}
         if data["scored"] is not None:

@@ -89,7 +89,7 @@ def process_one(seriesuid: str, subset: int, path: str, out_dir: str, cfg: Prepr
             write_outputs(out_dir, seriesuid, pre.array_zyx, pre.lung_zyx, sidecar)
         except DataError as exc:
             status, reason = "failed", exc.reason
-        except Exception as exc:
+        except Exception as exc:  # one bad scan must not stop the batch
             status, reason = "failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
             log.exception("unexpected error on %s", path)
         if status == "failed":  # a stale done-marker from an earlier run must not survive
