@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from pipeline.cliutil import add_params_arg, params_section
 
@@ -43,8 +44,6 @@ def _train(args: argparse.Namespace) -> int:
         from pipeline.train.stage import train_classifier
 
         res = train_classifier(args.patches, out, cfg, **kw)
-    import os
-
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(json.dumps(res.metrics, indent=2))
     return 0
