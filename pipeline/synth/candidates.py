@@ -2,11 +2,15 @@
 (vessel branch points, vessels, pleura) plus random lung points, never inside a nodule."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from pipeline.io.geometry import Geometry
 from pipeline.synth.anatomy import LUNG, VESSEL
+from pipeline.utils import write_csv
 
 COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "class", "kind"]
 
@@ -24,17 +28,25 @@ def _pick(mask_flat_idx: np.ndarray, n: int, rng) -> np.ndarray:
 
 def make_candidates(seriesuid: str, geometry: Geometry, labels: np.ndarray, lung_sd: np.ndarray,
                     nodules: pd.DataFrame, branch_points_xyz_mm: np.ndarray, n_negatives: int,
-                    hard_fraction: float, rng: np.random.Generator) -> pd.DataFrame:
+                    hard_fraction: float, rng: np.random.Generator, *,
+                    positives_per_nodule: tuple[int, int] = (1, 2),
+                    positive_offset: float = 0.25) -> pd.DataFrame:
     """Candidates of one scan: columns seriesuid, coordX/Y/Z (world mm), class, kind.
 
+    Per nodule, ``positives_per_nodule`` (min, max inclusive) class-1 candidates, each at a
+    distance uniform in [0, positive_offset * radius] from the centre. Class 0: up to
+    ``n_negatives`` (fewer when the pools run out), never within radius + 1 mm of a nodule.
     ``kind`` (not written to candidates.csv) is nodule | branch | vessel | pleura | lung.
     """
     rows = []
+    p_lo, p_hi = int(positives_per_nodule[0]), int(positives_per_nodule[1])
     for nod in nodules.itertuples():
         c = np.array([nod.coordX, nod.coordY, nod.coordZ])
-        for _ in range(1 + int(rng.random() < 0.5)):
+        # one uniform per nodule; for (1, 2) this is the historical `1 + (u < 0.5)` (same bytes)
+        n_pos = p_hi - min(int(rng.random() * (p_hi - p_lo + 1)), p_hi - p_lo)
+        for _ in range(n_pos):
             d = rng.normal(size=3)
-            p = c + d / np.linalg.norm(d) * rng.uniform(0, 0.25) * nod.diameter_mm / 2
+            p = c + d / np.linalg.norm(d) * rng.uniform(0, positive_offset) * nod.diameter_mm / 2
             rows.append((seriesuid, *p, 1, "nodule"))
     n_hard = round(n_negatives * hard_fraction)
     n_branch = n_hard // 3
@@ -71,3 +83,16 @@ def make_candidates(seriesuid: str, geometry: Geometry, labels: np.ndarray, lung
             rows.append((seriesuid, *p, 0, kind))
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.iloc[rng.permutation(len(df))].reset_index(drop=True)
+
+
+def write_candidates(out_dir: Path, table: pd.DataFrame, names: Sequence[str]) -> dict[str, Path]:
+    """Write ``table`` as ``out_dir/<name>`` for every name (same bytes); remove other, stale
+    ``candidates*.csv`` files there. Returns {"candidates": first path, <stem>: path, ...}."""
+    out_dir = Path(out_dir)
+    for stale in sorted(out_dir.glob("candidates*.csv")):
+        if stale.name not in names:
+            stale.unlink()
+    paths = {}
+    for i, name in enumerate(names):
+        paths["candidates" if i == 0 else Path(name).stem] = write_csv(out_dir / name, table)
+    return paths

@@ -1,6 +1,7 @@
 """``SynthConfig``: the ``synth:`` section of params.yaml (defaults = the default params)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
@@ -22,9 +23,37 @@ class SynthConfig:
         flip_fraction: share of scans with one index axis flipped (direction diag(+-1)).
         nodules_per_scan: (min, max) annotated nodules per scan (inclusive).
         diameter_mm: (min, max) nodule diameter; annotated nodules are > 3 mm.
-        negatives_per_scan: class-0 candidates per scan.
+        positives_per_nodule: (min, max) class-1 candidates per annotated nodule (inclusive), the
+            count drawn uniformly per nodule. LUNA16's candidates_V2.csv has ~1.3 per nodule,
+            up to several.
+        positive_offset: max distance of a class-1 candidate from its nodule's centre, as a
+            fraction of the radius (0..1); the distance is drawn uniformly in [0, offset * radius]
+            in a random direction. LUNA16-like: 1.0 (candidates anywhere inside the nodule).
+        negatives_per_scan: class-0 candidates per scan (requested). Drawn from finite pools
+            (branch points, vessel, pleura, lung voxels) and never within radius + 1 mm of an
+            annotated nodule; a few hundred fit a 120 x 120 x 60 mm scan. When a pool runs out
+            (e.g. thousands on a small, coarse grid) the scan gets fewer class-0 rows (never rows
+            inside a nodule).
         hard_negative_fraction: share of class-0 candidates on vessels, branch points, pleura.
         noise_hu: (min, max) standard deviation of the CT noise, drawn per scan.
+        candidates_csv_names: file names the candidates table is written under in the root
+            (the same bytes under each), e.g. ``[candidates.csv, candidates_V2.csv]`` so that the
+            real-LUNA16 preset's ``patches.candidates_csv: candidates_V2.csv`` finds its file.
+
+    The defaults reproduce the previous generator byte for byte (same random draws).
+
+    LUNA16-shaped example (tiny: ~0.3 s per scan on a CPU; several positives per nodule spread
+    over the whole nodule, a few hundred negatives per scan, 10 subsets with one scan each)::
+
+        synth:
+          scans: 10
+          subsets: 10
+          fov_mm: [120, 120, 60]
+          nodules_per_scan: [1, 3]
+          positives_per_nodule: [1, 4]
+          positive_offset: 1.0
+          negatives_per_scan: 200
+          candidates_csv_names: [candidates.csv, candidates_V2.csv]
     """
 
     scans: int = 12
@@ -36,9 +65,12 @@ class SynthConfig:
     flip_fraction: float = 0.25
     nodules_per_scan: tuple[int, int] = (0, 4)
     diameter_mm: tuple[float, float] = (3.0, 30.0)
+    positives_per_nodule: tuple[int, int] = (1, 2)
+    positive_offset: float = 0.25
     negatives_per_scan: int = 60
     hard_negative_fraction: float = 0.5
     noise_hu: tuple[float, float] = (20.0, 40.0)
+    candidates_csv_names: tuple[str, ...] = ("candidates.csv",)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -63,9 +95,18 @@ class SynthConfig:
         d0, d1 = self.diameter_mm
         if not 3 <= d0 < d1 <= 40:
             bad(f"diameter_mm must be [min, max] with 3 <= min < max <= 40, got {list(self.diameter_mm)}")
+        pp = self.positives_per_nodule
+        if len(pp) != 2 or not 1 <= pp[0] <= pp[1] <= 50:
+            bad(f"positives_per_nodule must be [min, max] within 1..50, got {list(self.positives_per_nodule)}")
+        if not 0 <= self.positive_offset <= 1:
+            bad(f"positive_offset must be within 0..1 (fraction of the nodule radius), got {self.positive_offset}")
         if int(self.negatives_per_scan) < 0:
             bad(f"negatives_per_scan must be >= 0, got {self.negatives_per_scan}")
         if not 0 <= self.hard_negative_fraction <= 1:
             bad(f"hard_negative_fraction must be within 0..1, got {self.hard_negative_fraction}")
         if not 0 <= self.noise_hu[0] <= self.noise_hu[1] <= 200:
             bad(f"noise_hu must be [min, max] within 0..200 HU, got {list(self.noise_hu)}")
+        names = self.candidates_csv_names
+        if isinstance(names, str) or not names or len(set(names)) != len(names) or not all(
+                isinstance(n, str) and re.fullmatch(r"candidates[\w.-]*\.csv", n) for n in names):
+            bad(f"candidates_csv_names must be a list of distinct file names candidates*.csv, got {names if isinstance(names, str) else list(names)!r}")

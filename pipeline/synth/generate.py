@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.config import to_dict
 from pipeline.io.scans import write_scan
+from pipeline.synth.candidates import write_candidates
 from pipeline.synth.config import SynthConfig
 from pipeline.synth.scan import FLIPS, make_scan, make_uid
 from pipeline.utils import write_csv, write_json, write_text
@@ -100,7 +101,7 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
     paths = {
         "annotations": write_csv(out / "annotations.csv", ann_df[ANN]),
         "annotations_excluded": write_csv(out / "annotations_excluded.csv", pd.concat(exc, ignore_index=True)[ANN]),
-        "candidates": write_csv(out / "candidates.csv", cand_df[CAND]),
+        **write_candidates(out, cand_df[CAND], cfg.candidates_csv_names),  # candidates.csv (+ aliases)
         "seriesuids": write_text(out / "seriesuids.csv", "".join(f"{p.seriesuid}\n" for p in plans)),
     }
     seconds = time.perf_counter() - t0

@@ -112,7 +112,9 @@ def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, sh
     nod_df = _lesion_frame(seriesuid, nodules, False, rng)
     exc_df = _lesion_frame(seriesuid, excluded, True, rng)
     cands = make_candidates(seriesuid, geometry, labels, lung_sd, nod_df, branches,
-                            int(cfg.negatives_per_scan), float(cfg.hard_negative_fraction), rng)
+                            int(cfg.negatives_per_scan), float(cfg.hard_negative_fraction), rng,
+                            positives_per_nodule=tuple(cfg.positives_per_nodule),
+                            positive_offset=float(cfg.positive_offset))
     meta = {"noise_hu": sigma, "vessel_hu": vessel_hu, "n_vessel_segments": len(segs),
             "flipped": not geometry.is_identity_direction}
     return SyntheticScan(seriesuid, array, geometry, labels, nod_df, exc_df, cands, meta)
