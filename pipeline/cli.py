@@ -20,6 +20,7 @@ STAGE_MODULES = [
     "pipeline.train.cli",
     "pipeline.evaluate.cli",
     "pipeline.detect.cli",
+    "pipeline.preset",
     "pipeline.figures",
 ]
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         description="Lung-nodule CT pipeline (LUNA16 format): synth, preprocess, patches, train, "
-        "evaluate/froc, detect.",
+        "evaluate/froc, detect, preset.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="<command>")

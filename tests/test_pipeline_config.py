@@ -1,6 +1,7 @@
 """dvc.yaml / params.yaml / configs/luna16.yaml stay consistent with the code: every params section
-builds its stage's typed config (unknown keys are errors), DVC itself parses the pipeline into the
-expected stages and DAG, and every stage command names a real subcommand."""
+builds its stage's typed config (unknown keys are errors), also with the LUNA16 preset (an overlay)
+applied, DVC itself parses the pipeline into the expected stages and DAG, and every stage command
+names a real subcommand."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,6 +20,18 @@ SECTIONS = {
 }
 
 
+def luna16_params(tmp_dir: Path) -> Path:
+    """A copy of params.yaml in ``tmp_dir`` with the configs/luna16.yaml preset applied."""
+    import shutil
+
+    from pipeline.preset import apply_preset
+
+    path = Path(tmp_dir) / "params.yaml"
+    shutil.copyfile(ROOT / "params.yaml", path)
+    apply_preset(path, ROOT / "configs/luna16.yaml")
+    return path
+
+
 def _cls(spec: str):
     import importlib
 
@@ -26,11 +39,11 @@ def _cls(spec: str):
     return getattr(importlib.import_module(mod), name)
 
 
-@pytest.mark.parametrize("params_file", ["params.yaml", "configs/luna16.yaml"])
-def test_every_params_section_builds_its_config(params_file):
+@pytest.mark.parametrize("preset", [None, "luna16"])
+def test_every_params_section_builds_its_config(preset, tmp_path):
     from pipeline.config import from_dict, load_params
 
-    params = load_params(ROOT / params_file)
+    params = load_params(luna16_params(tmp_path) if preset else ROOT / "params.yaml")
     for section, spec in SECTIONS.items():
         from_dict(_cls(spec), params[section], section)  # raises on unknown keys / bad values
     folds = params["cv"]["folds"]
@@ -38,10 +51,10 @@ def test_every_params_section_builds_its_config(params_file):
     assert isinstance(params["luna_root"], str)
 
 
-def test_luna16_params_run_ten_folds_over_every_subset():
+def test_luna16_params_run_ten_folds_over_every_subset(tmp_path):
     from pipeline.config import load_params
 
-    folds = load_params(ROOT / "configs/luna16.yaml")["cv"]["folds"]
+    folds = load_params(luna16_params(tmp_path))["cv"]["folds"]
     assert sorted(f["test"] for f in folds) == list(range(10))
 
 
