@@ -13,6 +13,11 @@ from typing import Any, TypeVar
 from pipeline.errors import ConfigError
 
 T = TypeVar("T")
+# keys that moved between sections: "old.section.key" -> where it lives now (and why)
+MOVED_KEYS = {
+    "patches.neg_ratio": "train.neg_ratio (negatives are subsampled per epoch by the training sampler; "
+                         "the patch store keeps every candidate so every subset can be scored)",
+}
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, section: str = "") -> T:
@@ -24,6 +29,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, section: str = "") -> T
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
+    moved = [f"{section}.{k}" for k in unknown if f"{section}.{k}" in MOVED_KEYS]
+    if moved:
+        raise ConfigError(f"params key {moved[0]} has moved to {MOVED_KEYS[moved[0]]}")
     if unknown:
         raise ConfigError(
             f"params section '{section or cls.__name__}': unknown key(s) {unknown}; valid keys: {sorted(fields)}"

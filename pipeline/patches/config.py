@@ -36,9 +36,9 @@ class PatchesConfig:
         plane_px: pixels per plane edge (P).
         planes: ``axial`` (centre axial slice x3) | ``orthogonal`` (axial, coronal,
             sagittal) | ``adjacent`` (axial slices z-1, z, z+1).
-        neg_ratio: None keeps all negatives; else at most ratio x positives negatives per
-            subset, in the train split only (val/test keep every candidate for the FROC).
-        pos_shifts: extra copies of each train positive shifted by up to ``shift_mm``.
+        pos_shifts: extra copies of each positive (every subset) shifted by up to ``shift_mm``;
+            used only on the train side of a fold, never scored. Every candidate of the
+            candidates CSV is stored (negative subsampling is ``train.neg_ratio``).
         shift_mm: max shift per axis (mm, uniform).
         folds: which subsets are test / val.
         shard_size: max samples per shard file.
@@ -52,7 +52,6 @@ class PatchesConfig:
     plane_mm: float = 48.0
     plane_px: int = 64
     planes: str = "orthogonal"
-    neg_ratio: float | None = None
     pos_shifts: int = 0
     shift_mm: float = 2.0
     folds: Folds = field(default_factory=Folds)
@@ -68,8 +67,6 @@ class PatchesConfig:
             raise ConfigError(f"patches.planes must be one of {list(PLANE_MODES)}, got {self.planes!r}")
         if self.cube_mm <= 0 or self.plane_mm <= 0 or int(self.plane_px) < 2:
             raise ConfigError("patches.cube_mm and plane_mm must be > 0 and plane_px >= 2")
-        if self.neg_ratio is not None and self.neg_ratio < 0:
-            raise ConfigError(f"patches.neg_ratio must be null or >= 0, got {self.neg_ratio}")
         if int(self.pos_shifts) < 0 or self.shift_mm < 0:
             raise ConfigError("patches.pos_shifts and shift_mm must be >= 0")
         if int(self.shard_size) < 1 or int(self.workers) < 1:

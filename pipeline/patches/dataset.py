@@ -33,6 +33,14 @@ class PatchStore:
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def nodules(self) -> pd.DataFrame | None:
+        """``nodules.csv``: annotations in each scan's voxel frame (None for a store without it)."""
+        if not hasattr(self, "_nodules"):
+            p = self.root / "nodules.csv"
+            self._nodules = pd.read_csv(p, dtype={"seriesuid": str}) if p.is_file() else None
+        return self._nodules
+
     def _shard(self, kind: str, shard: int) -> np.ndarray:
         key = (kind, int(shard))
         if key not in self._maps:

@@ -1,4 +1,4 @@
-"""Which samples to cut: labels and diameters, negative subsampling, shifted positives."""
+"""Which samples to cut: labels and diameters, every candidate plus shifted positives."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,11 @@ import pandas as pd
 from pipeline.patches.config import PatchesConfig
 
 COORDS = ["coordX", "coordY", "coordZ"]
+# vox_z/y/x: the patch centre voxel on the preprocessed grid (cube[S//2, S//2, S//2]), for the
+# segmenter's annotation masks (nodules.csv holds the annotations in the same voxel frame)
+VOXEL_COLUMNS = ["vox_z", "vox_y", "vox_x"]
 INDEX_COLUMNS = ["sample", "seriesuid", "candidate", "coordX", "coordY", "coordZ", "label", "diameter_mm",
-                 "subset", "split", "shard", "offset", "shifted"]
+                 "subset", "split", "shard", "offset", "shifted", *VOXEL_COLUMNS]
 
 
 def label_candidates(candidates: pd.DataFrame, annotations: pd.DataFrame) -> pd.DataFrame:
@@ -35,28 +38,27 @@ def label_candidates(candidates: pd.DataFrame, annotations: pd.DataFrame) -> pd.
 
 
 def select_samples(labelled: pd.DataFrame, cfg: PatchesConfig) -> pd.DataFrame:
-    """Apply ``neg_ratio`` and ``pos_shifts`` (train split only) and assign shards.
+    """Keep EVERY candidate, add ``pos_shifts`` shifted copies of every positive, assign shards.
+
+    The store holds one unshifted row per candidate of the candidates CSV (for the scans that
+    were preprocessed), whatever the split, so any subset can be scored completely by any
+    cross-validation fold. Shifted copies (``shifted = 1``) are made for the positives of every
+    subset; they are training material only (``split_rows`` keeps them in a fold's train side,
+    ``predict`` never scores them). Negative subsampling is a training-time setting
+    (``train.neg_ratio``, applied by the sampler), never an extraction-time one.
 
     Args:
         labelled: output of :func:`label_candidates` with ``subset`` and ``split`` columns.
 
     Returns:
-        the index table (``INDEX_COLUMNS``), sorted train/val/test, subset, seriesuid,
-        candidate, shift copy; ``shard = sample // shard_size``, ``offset = sample % shard_size``.
+        the index table (``INDEX_COLUMNS`` minus the voxel centres, which the stage adds),
+        sorted train/val/test, subset, seriesuid, candidate, shift copy;
+        ``shard = sample // shard_size``, ``offset = sample % shard_size``.
     """
     df = labelled.copy()
     df["shifted"] = 0
-    keep = np.ones(len(df), bool)
-    if cfg.neg_ratio is not None:
-        for subset, g in df[df["split"] == "train"].groupby("subset"):
-            neg = g.index[g["label"] == 0].to_numpy()
-            n_keep = min(len(neg), int(np.floor(cfg.neg_ratio * int((g["label"] == 1).sum()))))
-            rng = np.random.default_rng([int(cfg.seed), int(subset)])
-            drop = np.setdiff1d(neg, rng.choice(neg, size=n_keep, replace=False) if n_keep else [])
-            keep[df.index.get_indexer(drop)] = False
-    df = df[keep]
     parts = [df]
-    pos = df[(df["split"] == "train") & (df["label"] == 1)].sort_values("candidate")
+    pos = df[df["label"] == 1].sort_values("candidate")
     if cfg.pos_shifts and len(pos):
         rng = np.random.default_rng([int(cfg.seed), 1])
         for k in range(int(cfg.pos_shifts)):
@@ -71,4 +73,4 @@ def select_samples(labelled: pd.DataFrame, cfg: PatchesConfig) -> pd.DataFrame:
     out["sample"] = np.arange(len(out))
     out["shard"] = out["sample"] // int(cfg.shard_size)
     out["offset"] = out["sample"] % int(cfg.shard_size)
-    return out[INDEX_COLUMNS]
+    return out[[c for c in INDEX_COLUMNS if c not in VOXEL_COLUMNS]]

@@ -1,12 +1,15 @@
 """The ``patches`` stage: candidates -> 3D cubes and 2D/2.5D planes in shards + index.csv.
 
 Flow: label every candidate (row number = ``candidate``), keep the scans preprocess
-finished (failed ones are skipped with a warning), assign splits by subset, subsample
-negatives / add shifted positives (train only), then cut patches per scan in a process
+finished (failed ones are skipped with a warning), assign splits by subset, keep EVERY
+candidate (so any subset can be scored completely by any cross-validation fold) plus shifted
+copies of the positives (training material only), then cut patches per scan in a process
 pool. Each worker memory-maps its scan (``load_preprocessed``), converts the sample
 centres world -> voxel ONCE with the sidecar geometry, and writes its patches to a
 per-scan part file; the parent then copies parts into shards of <= ``shard_size``
-samples, each written atomically, and writes ``index.csv`` and ``summary.json`` last.
+samples, each written atomically, and writes ``nodules.csv`` (annotations in each scan's
+voxel frame, for the segmenter's targets), ``index.csv`` and ``summary.json`` last.
+A candidate whose centre lies outside its volume still gets a (air-padded) patch and a row.
 """
 from __future__ import annotations
 
@@ -23,9 +26,11 @@ import pandas as pd
 
 from pipeline.config import to_dict
 from pipeline.errors import DataError
+from pipeline.io.geometry import Geometry
 from pipeline.io.luna16 import index_root, read_annotations, read_candidates
 from pipeline.patches.config import PatchesConfig
-from pipeline.patches.sampling import COORDS, label_candidates, select_samples
+from pipeline.patches.nodules import nodule_table
+from pipeline.patches.sampling import COORDS, INDEX_COLUMNS, VOXEL_COLUMNS, label_candidates, select_samples
 from pipeline.patches.splits import assign_splits, check_no_leakage
 from pipeline.utils import atomic_path, read_json, write_csv, write_json
 
@@ -58,7 +63,8 @@ def _extract_scan(seriesuid: str, pre_dir: str, coords_xyz_mm: np.ndarray, parts
         planes[i] = extract_planes(vol, c, geom.spacing_zyx_mm, cfg.plane_mm, p, cfg.planes)
     cubes.flush(), planes.flush()
     outside = int((~np.atleast_1d(geom.contains_voxel_zyx(centres))).sum())
-    return {"seriesuid": seriesuid, "n": n, "outside": outside, "seconds": time.perf_counter() - t0}
+    return {"seriesuid": seriesuid, "n": n, "outside": outside, "seconds": time.perf_counter() - t0,
+            "centres_zyx": np.asarray(centres, np.int64)}
 
 
 def _available_scans(pre_dir: Path, uids: list[str]) -> tuple[list[str], list[str]]:
@@ -156,6 +162,16 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
     cube_shape = cube_shape_zyx(cfg.cube_mm, sp_xyz[::-1])
     n_shards = _write_shards(out, parts, index, cube_shape, int(cfg.plane_px))
     shutil.rmtree(parts, ignore_errors=True)
+    by_uid = {s["seriesuid"]: s["centres_zyx"] for s in stats}
+    vox = np.zeros((len(index), 3), np.int64)
+    for uid, g in index.groupby("seriesuid", sort=False):
+        vox[index.index.get_indexer(g.index)] = by_uid[uid]
+    index[VOXEL_COLUMNS] = vox
+    index = index[INDEX_COLUMNS]
+    geoms = {u: Geometry.from_dict(read_json(pre / f"{u}.json")["geometry"]) for u in sorted(groups)}
+    excl_path = luna / "annotations_excluded.csv"
+    nodules = nodule_table(anns, read_annotations(excl_path) if excl_path.is_file() else None, geoms)
+    write_csv(out / "nodules.csv", nodules)
     write_csv(out / "index.csv", index)
     seconds = time.perf_counter() - t0
     counts = {s: {str(k): int(v) for k, v in g["label"].value_counts().sort_index().items()}
@@ -163,11 +179,14 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
     summary = {
         "params": to_dict(cfg), "n_samples": len(index), "n_shards": n_shards,
         "n_scans": len(groups), "skipped_scans": missing, "counts": counts,
+        "n_candidates": int((index["shifted"] == 0).sum()), "candidates_csv_rows": int(len(cands)),
+        "n_nodules": int((nodules["kind"] == "nodule").sum()), "n_excluded": int((nodules["kind"] == "excluded").sum()),
         "n_shifted": int(index["shifted"].sum()), "cube_shape_zyx": list(cube_shape),
         "plane_shape": [3, int(cfg.plane_px), int(cfg.plane_px)], "spacing_xyz_mm": list(sp_xyz),
         "centres_outside_volume": int(sum(s["outside"] for s in stats)),
         "positives_without_annotation": int(((index["label"] == 1) & (index["diameter_mm"] < 0)).sum()),
-        "seconds": round(seconds, 2), "samples_per_second": round(len(index) / max(seconds, 1e-9), 1),
     }
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)  # content only: identical inputs give identical bytes
+    log.info("patches: %d samples (%d candidates) of %d scans in %.1f s (%.0f samples/s)", len(index),
+             summary["n_candidates"], len(groups), seconds, len(index) / max(seconds, 1e-9))
     return PatchesResult(out, index, summary)

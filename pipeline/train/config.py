@@ -52,6 +52,7 @@ class _Common:
     val_subsets: tuple[int, ...] | None = None
     max_train_samples: int | None = None
     window_hu: tuple[float, float] = (-1000.0, 400.0)
+    neg_ratio: float | None = None
 
     def __post_init__(self) -> None:
         from pipeline.models.transfer import STRATEGIES
@@ -68,6 +69,8 @@ class _Common:
             raise ConfigError("train.patience, num_workers and warmup_epochs must be >= 0")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.neg_ratio is not None and float(self.neg_ratio) <= 0:
+            raise ConfigError(f"train.neg_ratio must be null or > 0, got {self.neg_ratio}")
         if self.max_train_samples is not None and int(self.max_train_samples) < 2:
             raise ConfigError(f"train.max_train_samples must be null or >= 2, got {self.max_train_samples}")
         t, v = _subsets(self.test_subsets), _subsets(self.val_subsets)
@@ -100,6 +103,8 @@ class TrainConfig(_Common):
     ``augment`` (MONAI flips / in-plane rot90 / small affine / HU noise+shift, train only),
     ``num_workers``, ``seed``. Splits: the index ``split`` column unless ``test_subsets`` /
     ``val_subsets`` (LUNA16 subset numbers) are given. ``max_train_samples``: random subset of train.
+    ``neg_ratio``: negatives per positive drawn afresh each epoch from the train side of the fold
+    (null = all; the scored subsets are never subsampled, see :class:`~pipeline.train.data.EpochSampler`).
     """
 
     encoder: str = "efficientnet_lite0"
@@ -126,8 +131,9 @@ class SegTrainConfig(_Common):
     Same loop fields as :class:`TrainConfig`; ``features`` = decoder channels (deep -> shallow),
     ``loss`` dice_ce|dice_focal (MONAI, sigmoid), ``crop`` = cube edge in voxels fed to the net
     (a multiple of 16, centred crop; null = largest multiple of 16 <= S), ``neg_per_pos`` =
-    negatives kept per positive in train (null = all). Masks: a ball of ``diameter_mm`` at the
-    cube centre (shifted positives and positives without a diameter are left out).
+    negatives kept per positive in train (null = all). Masks: every annotated nodule intersecting
+    the cube, from ``annotations.csv`` (world centre + diameter, via the geometry module); excluded
+    findings are an ignore region (see :mod:`pipeline.patches.nodules`).
     """
 
     encoder: str = "medicalnet_resnet10"

@@ -2,7 +2,9 @@
 
 Samples are dicts ``{"x": float32 HU tensor, "y": float32 label, "row": int}`` where ``x`` is
 ``(3, P, P)`` (2D planes) or ``(1, S, S, S)`` (3D cubes, z, y, x); the segmenter adds
-``"mask": (1, C, C, C)`` float32 (a ball of the nodule diameter at the cube centre).
+``"mask"`` and ``"ignore"``, ``(1, C, C, C)`` float32: every annotated nodule that intersects the
+cube, drawn from its world centre and diameter (``nodules.csv`` of the patch store, see
+:mod:`pipeline.patches.nodules`), and the excluded findings to leave out of the loss.
 Augmentation (train only) is seeded per (seed, epoch, sample), so it does not depend on the
 number of workers and ``--resume`` replays it exactly.
 """
@@ -53,7 +55,7 @@ def build_augment(kind: str, keys: Sequence[str] = ("x",), *, with_mask: bool = 
 
     Flips on every spatial axis, 90-degree rotations in the axial (y, x) plane, a small affine
     (±10 degrees, ±10 % scale), Gaussian noise (std 10 HU) and an intensity shift (±20 HU).
-    Masks (``mask`` key) use nearest-neighbour interpolation.
+    Masks (``mask`` and ``ignore`` keys) use nearest-neighbour interpolation.
     """
     from monai.transforms import (
         Compose,
@@ -64,10 +66,10 @@ def build_augment(kind: str, keys: Sequence[str] = ("x",), *, with_mask: bool = 
         RandShiftIntensityd,
     )
 
-    keys = list(keys) + (["mask"] if with_mask else [])
+    keys = list(keys) + (["mask", "ignore"] if with_mask else [])
     nd = 2 if kind == "2d" else 3
     rot = (0.17,) if nd == 2 else (0.0, 0.0, 0.17)  # 3D: rotate about z (in the axial plane)
-    mode = ["bilinear"] + (["nearest"] if with_mask else [])
+    mode = ["bilinear"] + (["nearest", "nearest"] if with_mask else [])
     inplane = (0, 1) if nd == 2 else (1, 2)
     return Compose([
         *[RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(nd)],
@@ -79,15 +81,6 @@ def build_augment(kind: str, keys: Sequence[str] = ("x",), *, with_mask: bool = 
     ])
 
 
-def ball_mask(size: int, full: int, radius_zyx_vox: Sequence[float]) -> np.ndarray:
-    """uint8 ball in a ``(size,)*3`` crop of a ``(full,)*3`` cube centred at voxel ``full // 2``."""
-    lo = (full - size) // 2
-    g = np.arange(lo, lo + size) - full // 2
-    rz, ry, rx = (max(float(r), 1e-6) for r in radius_zyx_vox)
-    d = (g[:, None, None] / rz) ** 2 + (g[None, :, None] / ry) ** 2 + (g[None, None, :] / rx) ** 2
-    return (d <= 1.0).astype(np.uint8)
-
-
 class PatchDataset(Dataset):
     """Rows of a PatchStore as model inputs.
 
@@ -95,18 +88,22 @@ class PatchDataset(Dataset):
         store: the PatchStore. rows: sample numbers. kind: '2d' (planes) or '3d' (cubes).
         augment: MONAI transform (or None). seed: augmentation seed.
         crop: 3D only: centred crop edge in voxels (None = full cube).
-        spacing_zyx_mm: 3D masks only: voxel size of the cubes (mm).
-        masks: add the ``mask`` ball (segmenter).
+        masks: add ``mask`` / ``ignore`` from the store's annotations (segmenter).
     """
 
     def __init__(self, store, rows: np.ndarray, kind: str, *, augment=None, seed: int = 0,
-                 crop: int | None = None, masks: bool = False, spacing_zyx_mm=(1.0, 1.0, 1.0)):
+                 crop: int | None = None, masks: bool = False):
+        from pipeline.patches.nodules import as_target_array
+
         self.store, self.rows, self.kind = store, np.asarray(rows, np.int64), kind
         self.augment, self.seed, self.epoch, self.crop, self.masks = augment, int(seed), 0, crop, masks
-        self.spacing_zyx_mm = tuple(float(s) for s in spacing_zyx_mm)
         idx = store.index.iloc[self.rows]
         self.labels = idx["label"].to_numpy(np.float32)
-        self.diameters = idx["diameter_mm"].to_numpy(np.float64)
+        if masks:
+            nod = store.nodules
+            self._targets = {u: as_target_array(g) for u, g in nod.groupby("seriesuid")}
+            self._uids = idx["seriesuid"].astype(str).to_numpy()
+            self._vox = idx[["vox_z", "vox_y", "vox_x"]].to_numpy(np.int64)
         read = store.planes if kind == "2d" else store.cubes
         first = read(self.rows[:1]) if len(self.rows) else None
         self.full = None if first is None else first.shape[-1]
@@ -122,6 +119,14 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def targets(self, i: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, ignore) uint8 ``(size,)*3`` of the centred ``size`` crop of sample ``i``'s cube."""
+        from pipeline.patches.nodules import draw_targets
+
+        start = self._vox[i] - self.full // 2 + (self.full - size) // 2
+        rows = self._targets.get(self._uids[i], np.zeros((0, 7)))
+        return draw_targets(rows, start, (size,) * 3)
+
     def _array(self, i: int) -> np.ndarray:
         a = self._cache[i] if self._cache is not None else self._read(self.rows[i:i + 1])[0]
         if self.kind == "3d" and self.crop and self.crop < a.shape[-1]:
@@ -134,11 +139,8 @@ class PatchDataset(Dataset):
         x = x[None] if self.kind == "3d" else x
         item = {"x": x}
         if self.masks:
-            size = x.shape[-1]
-            d = self.diameters[i] if self.labels[i] > 0 else 0.0
-            r = [max(d, 0.0) / 2.0 / s for s in self.spacing_zyx_mm]
-            item["mask"] = (ball_mask(size, self.full, r) if d > 0 else np.zeros((size,) * 3, np.uint8))[None]
-            item["mask"] = item["mask"].astype(np.float32)
+            mask, ignore = self.targets(i, x.shape[-1])
+            item["mask"], item["ignore"] = mask[None].astype(np.float32), ignore[None].astype(np.float32)
         if self.augment is not None:
             self.augment.set_random_state(seed=_mix(self.seed, self.epoch, int(self.rows[i])))
             item = self.augment(item)
@@ -155,12 +157,27 @@ def _mix(*values: int) -> int:
 class EpochSampler(Sampler[int]):
     """Per-epoch seeded index order: ``balanced`` draws with replacement so both classes are
     equally likely (WeightedRandomSampler weights 1/class count), else a permutation. Under
-    DDP every rank draws the same list and takes ``[rank::world]`` (equal lengths)."""
+    DDP every rank draws the same list and takes ``[rank::world]`` (equal lengths).
 
-    def __init__(self, labels: np.ndarray, *, balanced: bool, seed: int = 0, rank: int = 0, world: int = 1):
+    ``neg_ratio`` (training-time negative subsampling, e.g. 20 on real LUNA16): each epoch
+    draws from every positive plus a fresh seeded subset of ``floor(neg_ratio * positives)``
+    negatives (all negatives when fewer), so over the epochs all negatives are seen while
+    an epoch stays ``positives * (1 + neg_ratio)`` long. None = every sample, every epoch.
+    """
+
+    def __init__(self, labels: np.ndarray, *, balanced: bool, seed: int = 0, rank: int = 0, world: int = 1,
+                 neg_ratio: float | None = None):
         self.labels, self.balanced = np.asarray(labels), balanced
         self.seed, self.rank, self.world, self.epoch = int(seed), int(rank), int(world), 0
-        self.n = math.ceil(len(self.labels) / self.world)
+        self.neg_ratio = None if neg_ratio is None else float(neg_ratio)
+        pos = self.labels > 0
+        self._pos, self._neg = np.flatnonzero(pos), np.flatnonzero(~pos)
+        n_neg = len(self._neg)
+        if self.neg_ratio is not None:
+            n_neg = min(n_neg, int(math.floor(self.neg_ratio * max(len(self._pos), 1))))
+        self.n_neg_per_epoch = n_neg
+        pool = len(self.labels) if self.neg_ratio is None else len(self._pos) + n_neg
+        self.n = math.ceil(pool / self.world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -171,14 +188,20 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, 7))
         total = self.n * self.world
+        if self.neg_ratio is None:
+            pool = np.arange(len(self.labels))
+        else:
+            pick = torch.randperm(len(self._neg), generator=g)[: self.n_neg_per_epoch].numpy()
+            pool = np.sort(np.concatenate([self._pos, self._neg[pick]]))
+        lab = (self.labels[pool] > 0).astype(int)
         if self.balanced:
-            counts = np.bincount((self.labels > 0).astype(int), minlength=2).astype(float)
-            w = 1.0 / np.maximum(counts, 1)[(self.labels > 0).astype(int)]
+            counts = np.bincount(lab, minlength=2).astype(float)
+            w = 1.0 / np.maximum(counts, 1)[lab]
             order = torch.multinomial(torch.as_tensor(w, dtype=torch.float64), total, replacement=True, generator=g)
         else:
-            order = torch.randperm(len(self.labels), generator=g)
+            order = torch.randperm(len(pool), generator=g)
             order = torch.cat([order, order[: total - len(order)]])
-        return iter(order[self.rank::self.world].tolist())
+        return iter(pool[order[self.rank::self.world].numpy()].tolist())
 
 
 def limit_rows(rows: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:

@@ -3,7 +3,14 @@
 Writes to ``out_dir``: ``predictions.csv`` (LUNA16 submission: seriesuid, coordX, coordY, coordZ,
 probability), ``scored.csv`` (seriesuid, candidate, label, probability) and ``seriesuids.csv``
 (every scan of the scored subsets, no header: from the LUNA16 root when given, so scans without
-candidates or that failed preprocessing still count, else from the patch index).
+candidates still count, else from the patch index).
+
+Completeness: with the LUNA16 root given (as ``dvc.yaml`` does), the predictions hold exactly one
+row per candidate of the candidates CSV (the one the patch store was cut from) for every scan of
+the scored subsets, or ``predict`` stops with an error naming what is missing (e.g. a scan that
+failed preprocessing): a partial file would undercount false positives and inflate the CPM.
+A candidate whose centre lies outside its volume is scored like any other, on its air-padded
+patch (the official script counts it).
 """
 from __future__ import annotations
 
@@ -42,6 +49,32 @@ def _subsets_of(patches: Path, index: pd.DataFrame, split: str) -> list[int]:
     return sorted(int(s) for s in index.loc[index["split"] == split, "subset"].unique())
 
 
+def check_complete(patches: Path, rows: pd.DataFrame, subsets: list[int], luna_root) -> int:
+    """Raise DataError unless ``rows`` (unshifted index rows) hold every candidate of the candidates
+    CSV for every scan of ``subsets`` under ``luna_root``; returns that candidate count."""
+    from pipeline.io.luna16 import index_root, read_candidates
+
+    summ = read_json(patches / "summary.json") if (patches / "summary.json").is_file() else {}
+    name = summ.get("params", {}).get("candidates_csv", "candidates.csv")
+    csv = Path(luna_root) / name
+    cands = read_candidates(csv).reset_index(drop=True)
+    if summ.get("candidates_csv_rows") not in (None, len(cands)):
+        raise DataError(csv, f"has {len(cands)} rows but the patch store {patches} was cut from "
+                        f"{summ['candidates_csv_rows']}: rerun patches")
+    scans = index_root(luna_root)
+    uids = set(scans.loc[scans["subset"].astype(int).isin(subsets), "seriesuid"].astype(str))
+    want = np.flatnonzero(cands["seriesuid"].astype(str).isin(uids).to_numpy())
+    have = rows["candidate"].to_numpy(np.int64)
+    missing = np.setdiff1d(want, have)
+    if len(missing) or len(have) != len(want):
+        miss_uids = sorted(set(cands["seriesuid"].iloc[missing].astype(str)))
+        raise DataError(patches, f"holds {len(have)} of the {len(want)} candidates of subsets {subsets} in {name}; "
+                        f"{len(missing)} missing in {len(miss_uids)} scan(s), e.g. {miss_uids[:1]} (failed "
+                        "preprocessing, or a store cut with another candidates file): fix and rerun patches; "
+                        "a partial prediction file would undercount false positives")
+    return int(len(want))
+
+
 def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             split: str = "test", subsets=None, luna_root=None, device: str = "auto",
             batch_size: int = 128, progress: bool = True) -> PredictResult:
@@ -64,6 +97,7 @@ def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_di
     subs = sorted(int(s) for s in subsets) if subsets is not None else _subsets_of(patches, idx, split)
     keep = idx["subset"].astype(int).isin(subs) & ~idx["shifted"].astype(bool)
     rows = idx.loc[keep, "sample"].to_numpy(np.int64)
+    n_csv = check_complete(patches, idx.loc[keep], subs, luna_root) if luna_root is not None else None
     ds = PatchDataset(store, rows, model.kind)
     logits, _, got = predict_logits(model, DataLoader(ds, batch_size=batch_size), dev)
     prob = torch.sigmoid(logits).numpy().astype(np.float64)
@@ -88,9 +122,9 @@ def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_di
     write_csv(out / "scored.csv", scored)
     write_text(out / "seriesuids.csv", "".join(f"{u}\n" for u in uids))
     secs = time.perf_counter() - t0
-    write_json(out / "predict_summary.json", {
+    write_json(out / "predict_summary.json", {  # content only (no timings): identical runs, identical bytes
         "model_dir": str(model_dir), "split": split, "subsets": subs, "n_candidates": len(pred),
-        "n_scans": len(uids), "n_scans_with_candidates": int(pred["seriesuid"].nunique()),
-        "seconds": round(secs, 2), "candidates_per_s": round(len(pred) / max(secs, 1e-9), 1)})
-    log.info("scored %d candidates in %d scans (subsets %s) in %.1f s", len(pred), len(uids), subs, secs)
+        "n_candidates_csv": n_csv, "n_scans": len(uids), "n_scans_with_candidates": int(pred["seriesuid"].nunique())})
+    log.info("scored %d candidates in %d scans (subsets %s) in %.1f s (%.0f/s)", len(pred), len(uids), subs, secs,
+             len(pred) / max(secs, 1e-9))
     return PredictResult(out, len(pred), len(uids), subs, secs)

@@ -1,11 +1,15 @@
 """The ``train_seg`` stage: 3D nodule segmenter (FlexibleUNet + MedicalNet encoder) on patch cubes.
 
-Targets: a ball of ``diameter_mm`` centred at the cube centre (radius in voxels per axis from the
-patches' ``spacing_xyz_mm``); negatives get empty masks. Shifted positives (centre unknown) and
-positives without a diameter are left out. Inputs: the centred ``crop``^3 of each cube (multiple
-of 16). Loss: MONAI DiceCELoss / DiceFocalLoss (sigmoid). Validation: mean Dice over positive
-cubes (threshold 0.5), val loss, and AUC of the max voxel probability as a nodule score, on every
-validation positive and up to max(2, neg_per_pos) negatives per positive.
+Targets: every annotated nodule (``annotations.csv``) that intersects the cube, drawn from its world
+centre and diameter through the geometry module (the patch store's ``nodules.csv``), for positive
+and negative cubes alike, so off-centre candidates, several candidates of one nodule and a second
+nodule inside a negative cube are labelled correctly. Excluded findings
+(``annotations_excluded.csv``) are an ignore region: their voxels are forced to background logits
+with no gradient, so they add neither Dice nor (beyond a constant) cross-entropy. Inputs: the
+centred ``crop``^3 of each cube (multiple of 16). Loss: MONAI DiceCELoss / DiceFocalLoss (sigmoid).
+Validation: mean Dice over cubes whose mask is not empty (threshold 0.5), val loss, and AUC of the
+max voxel probability as a nodule score (label = candidate class), on every validation positive
+and up to max(2, neg_per_pos) negatives per positive.
 Outputs as the classifier (``models/segmenter``; DVCLive ``dvclive/segmenter``).
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.config import to_dict
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
 from pipeline.train.config import SegTrainConfig
 from pipeline.train.stage import (
     TrainResult,
@@ -42,7 +46,7 @@ def segmenter_task(cfg: SegTrainConfig):
     crit = (DiceCELoss if cfg.loss == "dice_ce" else DiceFocalLoss)(sigmoid=True)
 
     def loss(logits, batch):
-        return crit(logits, batch["mask"])
+        return crit(masked_logits(logits, batch.get("ignore")), batch["mask"])
 
     @torch.no_grad()
     def evaluate(model, loader, device, amp):
@@ -52,12 +56,14 @@ def segmenter_task(cfg: SegTrainConfig):
             with autocast(device, amp):
                 logits = model(batch["x"].to(device)).float()
             m = batch["mask"].to(device)
+            ign = batch["ignore"].to(device) if "ignore" in batch else None
+            logits = masked_logits(logits, ign)
             losses.append(float(crit(logits, m)) * len(m))
             prob = torch.sigmoid(logits).cpu().numpy()
             for p, t, y in zip(prob, batch["mask"].numpy(), batch["y"].numpy()):
                 scores.append(float(p.max()))
                 labels.append(int(y))
-                if y > 0:
+                if t.any():
                     dices.append(dice(p > 0.5, t > 0.5))
         n = len(labels)
         if not n:
@@ -68,15 +74,21 @@ def segmenter_task(cfg: SegTrainConfig):
     return Task(loss=loss, evaluate=evaluate, monitor="val_dice")
 
 
-def _row_filter(index, neg_per_pos, seed):
-    lab, diam, shifted = (index["label"].to_numpy(), index["diameter_mm"].to_numpy(float),
-                          index["shifted"].astype(bool).to_numpy())
+IGNORE_LOGIT = -30.0  # sigmoid(-30) ~ 1e-13: an ignored voxel counts as a confident background
 
-    def keep(rows: np.ndarray) -> np.ndarray:
-        return rows[~shifted[rows] & ((lab[rows] == 0) | (diam[rows] > 0))]
+
+def masked_logits(logits: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+    """``logits`` (B, 1, Z, Y, X) with ignored voxels (``ignore`` > 0.5) replaced by a constant
+    background logit: they get no gradient and (target 0) no Dice contribution."""
+    if ignore is None:
+        return logits
+    return logits.masked_fill(ignore.to(logits.device) > 0.5, IGNORE_LOGIT)
+
+
+def _row_filter(index, neg_per_pos, seed):
+    lab = index["label"].to_numpy()
 
     def balanced(rows: np.ndarray, ratio: float | None, seed_: int) -> np.ndarray:
-        rows = keep(rows)
         if ratio is None:
             return rows
         pos, neg = rows[lab[rows] > 0], rows[lab[rows] == 0]
@@ -117,11 +129,11 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
     crop = int(cfg.crop) if cfg.crop else (full // 16) * 16
     if crop < 16 or crop > full:
         raise ConfigError(f"train_seg.crop {crop} must be a multiple of 16 in 16..{full} (cube edge {full})")
-    spacing_zyx = tuple(ctx.get("spacing_xyz_mm") or (1.0, 1.0, 1.0))[::-1]
+    if store.nodules is None:
+        raise DataError(store.root / "nodules.csv", "missing: the segmenter's targets come from it (rerun patches)")
     model = build_segmenter(cfg.model())
     keep_train, keep_val = _row_filter(store.index, cfg.neg_per_pos, cfg.seed)
-    train_ds, val_ds = make_datasets(store, cfg, "3d", crop=crop, masks=True, spacing_zyx_mm=spacing_zyx,
-                                     row_filters=(keep_train, keep_val))
+    train_ds, val_ds = make_datasets(store, cfg, "3d", crop=crop, masks=True, row_filters=(keep_train, keep_val))
     n_min = int(min(np.bincount((train_ds.labels > 0).astype(int), minlength=2)))
     strategy, reason = resolve_strategy(cfg.strategy, n_min, model.family,
                                         pretrained=model.provenance.get("weights_source") != "random")

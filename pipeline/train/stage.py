@@ -81,8 +81,7 @@ def classifier_task(imbalance: str):
     return Task(loss=loss, evaluate=evaluate, monitor="val_auc")
 
 
-def make_datasets(store, cfg, kind: str, *, crop=None, masks=False, spacing_zyx_mm=(1.0, 1.0, 1.0),
-                  row_filters=None):
+def make_datasets(store, cfg, kind: str, *, crop=None, masks=False, row_filters=None):
     """(train, val) PatchDatasets by the config's splits (augmentation on train only)."""
     from pipeline.train.data import PatchDataset, build_augment, limit_rows, split_rows
 
@@ -98,7 +97,7 @@ def make_datasets(store, cfg, kind: str, *, crop=None, masks=False, spacing_zyx_
     if len(va) == 0:
         log.warning("no validation samples: best model = last epoch, val metrics NaN")
     aug = build_augment(kind, with_mask=masks) if cfg.augment else None
-    kw = {"crop": crop, "masks": masks, "spacing_zyx_mm": spacing_zyx_mm}
+    kw = {"crop": crop, "masks": masks}
     return (PatchDataset(store, tr, kind, augment=aug, seed=cfg.seed, **kw),
             PatchDataset(store, va, kind, **kw))
 

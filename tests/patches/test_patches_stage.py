@@ -28,7 +28,7 @@ def test_index_and_centre_voxels(patches):
     idx = store.index
     assert list(idx.columns) == INDEX_COLUMNS
     cands = pd.read_csv(root / "candidates.csv", dtype={"seriesuid": str})
-    assert len(idx) == len(cands)  # neg_ratio null: every candidate
+    assert len(idx) == len(cands)  # every candidate
     np.testing.assert_allclose(idx.sort_values("candidate")[COORDS].to_numpy(), cands[COORDS].to_numpy())
     assert (idx["shard"].max() + 1) == int(np.ceil(len(idx) / 4))
     cubes, planes = store.cubes(idx["sample"]), store.planes(idx["sample"])
@@ -36,6 +36,7 @@ def test_index_and_centre_voxels(patches):
     for row, cube, plane in zip(idx.itertuples(), cubes, planes):
         vol, _, geom, _ = load_preprocessed(pre, row.seriesuid)
         c = tuple(geom.world_to_nearest_voxel_zyx([row.coordX, row.coordY, row.coordZ]))
+        assert (row.vox_z, row.vox_y, row.vox_x) == tuple(int(v) for v in c)
         assert cube[24, 24, 24] == vol[c]
         assert (plane[:, 32, 32] == vol[c]).all()
         if row.label == 1:
@@ -54,23 +55,37 @@ def test_splits_by_subset_no_leakage(patches):
     assert set(idx.loc[idx["subset"] >= 2, "split"]) == {"train"}
 
 
-def test_neg_ratio_and_shifts_only_in_train(phantom_pre, tmp_path):
+def test_every_candidate_stored_shifts_in_every_subset(phantom_pre, tmp_path):
+    """No extraction-time subsampling: each subset holds all its candidates (so any CV fold can
+    score it); shifted positives exist for every subset and are flagged, within shift_mm."""
     root, pre = phantom_pre
-    res = run(root, pre, tmp_path / "p", PatchesConfig(workers=1, neg_ratio=1, pos_shifts=2, shift_mm=2.0),
-              progress=False)
+    res = run(root, pre, tmp_path / "p", PatchesConfig(workers=1, pos_shifts=2, shift_mm=2.0), progress=False)
     idx = res.index
-    tr = idx[idx["split"] == "train"]
-    for subset, g in tr.groupby("subset"):
+    cands = pd.read_csv(root / "candidates.csv", dtype={"seriesuid": str})
+    base = idx[idx["shifted"] == 0]
+    assert len(base) == len(cands) == res.summary["n_candidates"] == res.summary["candidates_csv_rows"]
+    assert sorted(base["candidate"]) == list(range(len(cands)))
+    for subset, g in idx.groupby("subset"):
         n_pos = int(((g["label"] == 1) & (g["shifted"] == 0)).sum())
-        assert (g["label"] == 0).sum() <= 1 * n_pos
         assert (g["shifted"] == 1).sum() == 2 * n_pos
-    ev = idx[idx["split"] != "train"]
-    assert ev["shifted"].sum() == 0 and (ev["label"] == 0).sum() == 8  # val/test keep all candidates
-    sh = tr[tr["shifted"] == 1].merge(tr[tr["shifted"] == 0], on="candidate", suffixes=("", "_0"))
+    sh = idx[idx["shifted"] == 1].merge(base, on="candidate", suffixes=("", "_0"))
     d = np.abs(sh[COORDS].to_numpy() - sh[[c + "_0" for c in COORDS]].to_numpy())
     assert (d <= 2.0 + 1e-9).all() and (d > 0).any()
-    again = run(root, pre, tmp_path / "q", PatchesConfig(workers=1, neg_ratio=1, pos_shifts=2), progress=False)
+    again = run(root, pre, tmp_path / "q", PatchesConfig(workers=1, pos_shifts=2), progress=False)
     pd.testing.assert_frame_equal(idx, again.index)  # seeded
+
+
+def test_nodules_csv_in_voxel_frame(patches):
+    """nodules.csv holds each annotation at its preprocessed voxel position (geometry module)."""
+    root, pre, out, _ = patches
+    nod = pd.read_csv(out / "nodules.csv", dtype={"seriesuid": str})
+    ann = pd.read_csv(root / "annotations.csv", dtype={"seriesuid": str})
+    assert len(nod) == len(ann) and set(nod["kind"]) == {"nodule"}
+    for row in nod.merge(ann, on="seriesuid").itertuples():
+        _, _, geom, _ = load_preprocessed(pre, row.seriesuid)
+        want = geom.world_to_voxel_zyx([row.coordX, row.coordY, row.coordZ])
+        np.testing.assert_allclose([row.z, row.y, row.x], want, atol=1e-6)
+        np.testing.assert_allclose([row.rz, row.ry, row.rx], 5.0 / np.asarray(geom.spacing_zyx_mm))
 
 
 def test_failed_preprocess_scans_skipped_with_warning(phantom_pre, tmp_path, caplog):
@@ -114,3 +129,29 @@ def test_tiny_luna_end_to_end(tiny_luna, tmp_path):
     for row in pos.itertuples():
         _, lung, geom, _ = load_preprocessed(tmp_path / "pre", row.seriesuid)
         assert lung[tuple(geom.world_to_nearest_voxel_zyx([row.coordX, row.coordY, row.coordZ]))] == 1
+
+
+def test_negative_cube_next_to_a_nodule_has_it_in_its_mask(patches):
+    """The negative 15.6 mm from a phantom nodule: its cube's target holds the whole nodule where
+    the annotation puts it (not an empty mask, as a centre-ball target would give)."""
+    from pipeline.train.data import PatchDataset
+
+    root, pre, out, _ = patches
+    store = PatchStore(out)
+    idx = store.index
+    ds = PatchDataset(store, idx["sample"].to_numpy(), "3d", masks=True)
+    ann = pd.read_csv(root / "annotations.csv", dtype={"seriesuid": str}).set_index("seriesuid")
+    hits = 0
+    for i, row in enumerate(idx.itertuples()):
+        mask, ignore = ds.targets(i, 48)
+        _, _, geom, _ = load_preprocessed(pre, row.seriesuid)
+        nod = ann.loc[row.seriesuid, COORDS].to_numpy(float)
+        v = np.rint(geom.world_to_voxel_zyx(nod)).astype(int) - (np.array([row.vox_z, row.vox_y, row.vox_x]) - 24)
+        dist = np.linalg.norm(nod - np.array([row.coordX, row.coordY, row.coordZ]))
+        if row.label == 1:
+            assert mask[24, 24, 24] == 1
+        if dist < 20 and row.label == 0:
+            assert mask[tuple(v)] == 1 and abs(mask.sum() - np.pi / 6 * 1000) < 0.25 * np.pi / 6 * 1000
+            hits += 1
+        assert ignore.sum() == 0
+    assert hits >= 1

@@ -3,6 +3,8 @@ transfer strategies, precision options, predict, CLI. Bound: val AUC > 0.8 after
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -81,6 +83,9 @@ def test_predict_writes_luna16_columns_and_all_scans(trained, easy_patches, tmp_
     for u in uids:
         (luna / "subset0" / f"{u}.mhd").write_text("")
     (luna / "subset1" / "1.2.3.1.0.mhd").write_text("")
+    idx = pd.read_csv(easy_patches / "index.csv").sort_values("candidate")  # the store's candidates CSV
+    idx.assign(**{"class": idx["label"]})[["seriesuid", "coordX", "coordY", "coordZ", "class"]].to_csv(
+        luna / "candidates.csv", index=False)
     res = predict(base / "model", easy_patches, tmp_path / "fpr", split="test", luna_root=luna)
     pred = pd.read_csv(tmp_path / "fpr" / "predictions.csv")
     assert list(pred.columns) == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
@@ -109,14 +114,25 @@ def test_linear_probe_freezes_encoder_bitwise(easy_patches, tmp_path):
     load_model(tmp_path / "m")
 
 
-def test_resume_is_bit_exact(easy_patches, tmp_path):
+def test_resume_is_bit_exact(easy_patches, tmp_path, caplog):
     from pipeline.train.stage import train_classifier
 
     cfg = TrainConfig(**FAST, epochs=2, strategy="progressive", max_train_samples=48, warmup_epochs=1.0)
-    a = train_classifier(easy_patches, tmp_path / "a", cfg, live_dir=tmp_path / "la", progress=False)
+    with caplog.at_level(logging.INFO, logger="pipeline.train.loop"):
+        a = train_classifier(easy_patches, tmp_path / "a", cfg, live_dir=tmp_path / "la", progress=False)
+    # one progress line per epoch even with progress=False (dvc repro passes --quiet)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train a epoch: ")]
+    assert len(lines) == 2 and lines[0].startswith("train a epoch: 1/2 (50%) elapsed "), lines
+    assert re.search(r"^train a epoch: 2/2 \(100%\) elapsed \d+s, ETA 0s, [\d.]+ epoch/s; train_loss=\S+ "
+                     r"val_auc=\S+ \(best \S+ at epoch [12]\)", lines[1]), lines
+    caplog.clear()
     train_classifier(easy_patches, tmp_path / "b", cfg, live_dir=tmp_path / "lb", progress=False, stop_after=1)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 0
-    b = train_classifier(easy_patches, tmp_path / "b", cfg, live_dir=tmp_path / "lb", progress=False, resume=True)
+    with caplog.at_level(logging.INFO, logger="pipeline.train.loop"):
+        b = train_classifier(easy_patches, tmp_path / "b", cfg, live_dir=tmp_path / "lb", progress=False,
+                             resume=True)
+    assert [r.getMessage()[:22] for r in caplog.records if r.getMessage().startswith("train b epoch")] == \
+        ["train b epoch: 2/2 (10"]  # resumed after epoch 1: only epoch 2 runs
     sa = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     sb = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     for k in sa["model"]:

@@ -7,7 +7,6 @@ import pytest
 from pipeline.train.data import (
     EpochSampler,
     PatchDataset,
-    ball_mask,
     build_augment,
     limit_rows,
     split_rows,
@@ -59,11 +58,31 @@ def test_segmentation_masks_and_crop(store):
     ds = PatchDataset(store, pos, "3d", crop=16, masks=True, augment=build_augment("3d", with_mask=True))
     item = ds[0]
     assert item["x"].shape == (1, 16, 16, 16) and item["mask"].shape == (1, 16, 16, 16)
+    assert item["ignore"].shape == (1, 16, 16, 16) and item["ignore"].sum() == 0
     d = store.index.loc[pos[0], "diameter_mm"]
     assert set(np.unique(item["mask"].numpy())) <= {0.0, 1.0}
     assert abs(item["mask"].sum().item() - 4 / 3 * np.pi * (d / 2) ** 3) < 0.5 * 4 / 3 * np.pi * (d / 2) ** 3
-    m = ball_mask(8, 16, (2.0, 2.0, 2.0))
-    assert m[4, 4, 4] == 1 and m[0, 0, 0] == 0
+    plain = PatchDataset(store, pos, "3d", crop=16, masks=True)[0]
+    blob = plain["x"][0].numpy() > -300  # the bright blob in the cube is where the mask is
+    m = plain["mask"][0].numpy() > 0
+    assert (blob & m).sum() / m.sum() > 0.9
+    neg = store.index.query("label == 0")["sample"].to_numpy()[:3]
+    assert all(PatchDataset(store, neg, "3d", masks=True)[i]["mask"].sum() == 0 for i in range(3))
     rows, labels = np.arange(100), np.r_[np.ones(10), np.zeros(90)]
     kept = limit_rows(rows, labels, 20, 0)
     assert len(kept) == 20 and labels[kept].sum() == 2
+
+
+def test_neg_ratio_sampler_draws_fresh_negatives_per_epoch():
+    labels = np.r_[np.ones(10), np.zeros(990)]
+    s = EpochSampler(labels, balanced=False, seed=3, neg_ratio=5)
+    assert len(s) == 60
+    e0 = list(s)
+    assert labels[e0].sum() == 10 and len(set(e0)) == 60  # every positive + 50 negatives
+    s.set_epoch(1)
+    e1 = list(s)
+    assert set(e1) != set(e0) and labels[e1].sum() == 10
+    assert e0 == list(EpochSampler(labels, balanced=False, seed=3, neg_ratio=5))  # seeded
+    b = EpochSampler(labels, balanced=True, seed=3, neg_ratio=5)
+    assert len(b) == 60 and 0.3 < labels[list(b)].mean() < 0.7
+    assert len(EpochSampler(labels, balanced=False, neg_ratio=1000)) == 1000  # capped at all negatives

@@ -3,7 +3,10 @@ tiny_luna has 2 subsets: train on subset 0, validate and score subset 1 (split o
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
+
+from pipeline.errors import DataError
 
 
 def test_tiny_luna_train_and_predict(tiny_luna, tmp_path):
@@ -32,3 +35,16 @@ def test_tiny_luna_train_and_predict(tiny_luna, tmp_path):
     scans = pd.read_csv(tmp_path / "fpr" / "seriesuids.csv", header=None)[0].astype(str)
     subset1 = {p.stem for p in (tiny_luna / "subset1").glob("*.mhd")}
     assert set(scans) == subset1 and set(pred["seriesuid"].astype(str)) <= subset1 and len(pred) > 0
+    cands = pd.read_csv(tiny_luna / "candidates.csv", dtype={"seriesuid": str})
+    want = cands[cands["seriesuid"].isin(subset1)]
+    assert len(pred) == len(want)  # one row per candidate of the scored subset, nothing dropped
+    key = ["seriesuid", "coordX", "coordY", "coordZ"]
+    got = pred.astype({"seriesuid": str}).merge(want, on=key, how="inner")
+    assert len(got) == len(want)
+    # a store that lacks candidates of the scored subset is an error, never a partial file
+    idx = pd.read_csv(tmp_path / "p" / "index.csv", dtype={"seriesuid": str})
+    drop = idx.index[(idx["subset"] == 1) & (idx["label"] == 0)][:3]
+    idx.drop(drop).to_csv(tmp_path / "p" / "index.csv", index=False)
+    with pytest.raises(DataError, match="3 missing"):
+        predict(tmp_path / "m", tmp_path / "p", tmp_path / "fpr2", subsets=[1], luna_root=tiny_luna)
+    assert not (tmp_path / "fpr2" / "predictions.csv").exists()
