@@ -4,6 +4,8 @@ Each scan is processed on its own by :func:`process_one` (read -> detect -> maps
 ``scans/<id>.json``); an unreadable scan becomes a row of ``errors.csv`` and the batch goes on.
 ``findings.csv``, ``errors.csv``, ``report.html`` and ``run.json`` are rebuilt at the end from the
 per-scan files of the scans given, so a rerun skips finished scans and still writes full outputs.
+The outputs hold results only; timings, device, scheduler and the count of reused scans go to the
+log and the ``run_log`` JSON file (the CLI: ``logs/<detect|infer>.json``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import pandas as pd
 
 from pipeline.detect.config import DetectConfig
 from pipeline.errors import ConfigError, DataError
+from pipeline.progress import ProgressLog
+from pipeline.runlog import write_run_log
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,8 @@ class DetectResult:
     findings: pd.DataFrame
     errors: pd.DataFrame
     seconds: float = 0.0
-    run_info: dict = field(default_factory=dict)
+    run_info: dict = field(default_factory=dict)  # = run.json
+    run_details: dict = field(default_factory=dict)  # timings, device, ... (the run log)
 
     @property
     def exit_code(self) -> int:
@@ -126,7 +131,7 @@ def load_models(cls_dir: str | None, seg_dir: str, device: str):
 
 def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: DetectConfig,
                 save_maps: bool = False, report_top: int = 5) -> dict:
-    """Detect on one scan and write its per-scan files; returns ``{id, status, reason, seconds}``."""
+    """Detect on one scan and write its per-scan files; returns ``{id, status, reason, seconds, device}``."""
     import torch
 
     from pipeline.detect import outputs
@@ -148,8 +153,9 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
             outputs.write_maps(out / "maps", job.id, res)
         crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", job.id, top=report_top)
         seconds["outputs"] = time.perf_counter() - t
-        outputs.write_scan_result(out, job.id, job.rel, res, seconds, {"crops": crops, "device": str(dev)})
-        return {"id": job.id, "status": "ok", "reason": "", "seconds": seconds}
+        outputs.write_scan_result(out, job.id, job.rel, res, {"crops": crops})
+        return {"id": job.id, "status": "ok", "reason": "",
+                "seconds": {k: round(float(v), 4) for k, v in seconds.items()}, "device": str(dev)}
     except DataError as exc:
         reason = str(exc)
     except Exception as exc:
@@ -191,11 +197,14 @@ def run_key(cls_dir: Path | None, seg_dir: Path, cfg: DetectConfig) -> str:
 
 def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: DetectConfig | None = None, *,
         segmenter: str | os.PathLike | None = None, save_maps: bool = False, overwrite: bool = False,
-        scheduler=None, progress: bool = True) -> DetectResult:
+        scheduler=None, progress: bool = True, stage: str = "detect",
+        run_log: str | os.PathLike | None = None) -> DetectResult:
     """Detect nodules in every scan under ``paths``; see the module docstring for the outputs.
 
     ``scheduler``: None (serial, in-process), a ``tcp://host:port`` Dask address or a Dask Client
     (one task per scan; models loaded once per worker; workers write to ``out_dir``: a shared disk).
+    ``stage`` names the progress lines and the run log; ``run_log``: JSON file for the timings,
+    device and scheduler of this run (None: only logged).
     Raises DataError/ConfigError for bad models or when no input yields a scan.
     """
     from tqdm import tqdm
@@ -231,11 +240,14 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
     if n_skip:
         log.info("%d of %d scans already done (scans/<id>.json); skipping them", n_skip, len(jobs))
     args = (str(out), str(cls_dir) if cls_dir else None, str(seg_dir), cfg, save_maps)
-    bar = tqdm(total=len(todo), desc="detect", unit="scan", disable=not progress)
+    bar = tqdm(total=len(todo), desc=stage, unit="scan", disable=not progress)
+    plog = ProgressLog(len(todo), stage, every_s=300.0 if progress else 30.0, logger=log, unit="scan")
+    done = []
     if scheduler is None:
         for j in todo:
-            process_one(j, *args)
+            done.append(process_one(j, *args))
             bar.update()
+            plog.update()
     else:
         from dask.distributed import as_completed
 
@@ -243,8 +255,10 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
         try:
             futs = [client.submit(process_one, j, *args, pure=False, key=f"detect-{j.id}-{time.time_ns()}")
                     for j in todo]
-            for _ in as_completed(futs):
+            for fut in as_completed(futs):
+                done.append(fut.result())
                 bar.update()
+                plog.update()
         finally:
             if own:
                 client.close()
@@ -257,10 +271,8 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
 
     dev = load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)[-1]
     info = {"counts": {"scans": len(jobs), "ok": len(records), "failed": len(jobs) - len(records),
-                       "skipped_done": n_skip, "findings": len(findings), "bad_arguments": len(problems)},
-            "seconds_per_scan": outputs.timing_summary(records), "steps": list(STEPS),
-            "seconds_total": round(time.perf_counter() - t0, 3), "device": str(dev),
-            "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler", scheduler)),
+                       "findings": len(findings), "bad_arguments": len(problems)},
+            "steps": list(STEPS),
             "config": to_dict(cfg), "models": {"classifier": outputs.model_provenance(cls_dir),
                                                "segmenter": outputs.model_provenance(seg_dir)}}
     write_report(out / "report.html", records, errors, info)
@@ -268,8 +280,15 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
 
     write_json(out / "run.json", info)
     n_failed = len(jobs) - len(records) + len(problems)
-    return DetectResult(out, len(jobs), len(records), n_failed, n_skip, findings, errors,
-                        time.perf_counter() - t0, info)
+    seconds = time.perf_counter() - t0
+    details = {"out_dir": str(out), "scans": len(jobs), "processed": len(done), "skipped_done": n_skip,
+               "failed": n_failed, "seconds_total": round(seconds, 3), "device": str(dev),
+               "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler", scheduler)),
+               "seconds_per_scan": outputs.timing_summary([r["seconds"] for r in done if r["status"] == "ok"]),
+               "per_scan": {r["id"]: {"status": r["status"], "seconds": r["seconds"], "device": r.get("device")}
+                            for r in sorted(done, key=lambda r: r["id"])}}
+    write_run_log(stage, details, run_log)
+    return DetectResult(out, len(jobs), len(records), n_failed, n_skip, findings, errors, seconds, info, details)
 
 
 def infer_subsets(cls_dir: Path | None, seg_dir: Path) -> list[int]:
@@ -302,6 +321,7 @@ def run_infer(luna_root, model, out_dir, cfg: DetectConfig | None = None, *, seg
     sel = idx[idx["subset"].astype(int).isin(subs)]
     if sel.empty:
         raise DataError(luna_root, f"no scans in subsets {subs} (present: {sorted(idx['subset'].unique())})")
+    kw.setdefault("stage", "infer")
     res = run(list(sel["path"]), model, out_dir, cfg, segmenter=segmenter, progress=progress, **kw)
     pred = res.findings[["seriesuid", "coordX", "coordY", "coordZ", "probability"]]
     write_csv(Path(out_dir) / "predictions.csv", pred, float_format="%.6g")

@@ -18,7 +18,8 @@ detection parameters from the 'infer:' section of --params, overridden by the fl
 
 Outputs in --out: findings.csv (seriesuid,coordX,coordY,coordZ,probability = a LUNA16 submission,
 then diameter_mm, index_z/y/x (voxel of the original scan), seg_score, cls_score, scan), errors.csv
-(scan, reason), report.html + report/*.png, run.json (timings, device, model provenance),
+(scan, reason), report.html + report/*.png, run.json (counts, detection params, model provenance;
+timings, device and scheduler go to logs/detect.json),
 scans/<id>.json (per-scan results; a rerun skips scans that have one, unless --overwrite),
 maps/<id>_prob.nii.gz + <id>_findings.nii.gz with --save-maps (original scan grid).
 Privacy: the only DICOM value written anywhere is the SeriesInstanceUID (the LUNA16 scan key);
@@ -70,19 +71,23 @@ def _summary(res, max_failures: int = 0) -> int:
 
 def _detect(args) -> int:
     from pipeline.detect.batch import run
+    from pipeline.runlog import run_log_path
 
     cfg = _config(args)
     res = run(args.paths, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
-              overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress)
+              overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
+              run_log=run_log_path("detect"))
     return _summary(res)
 
 
 def _infer(args) -> int:
     from pipeline.detect.batch import run_infer
+    from pipeline.runlog import run_log_path
 
     cfg = _config(args)
     res = run_infer(args.luna, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
-                    overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress)
+                    overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
+                    run_log=run_log_path("infer"))
     return _summary(res, int(cfg.max_failures))
 
 

@@ -1,5 +1,7 @@
 """Detection outputs: per-scan result JSON (the resume marker), NIfTI maps on the original grid,
 the aggregated ``findings.csv`` / ``errors.csv`` and ``run.json``. Every file is written atomically.
+They hold results only, no timings or device/host details (those go to the run log), so the same
+scans and models give the same bytes on every run.
 
 Privacy: only the SeriesInstanceUID (the LUNA16 scan key), the input path given by the user and
 non-identifying geometry go into these files; no other DICOM header value is ever read.
@@ -34,14 +36,14 @@ def error_path(out_dir: Path, scan_id: str) -> Path:
     return Path(out_dir) / "scans" / f"{scan_id}.error.json"
 
 
-def write_scan_result(out_dir: Path, scan_id: str, rel: str, res: ScanFindings, seconds: dict,
+def write_scan_result(out_dir: Path, scan_id: str, rel: str, res: ScanFindings,
                       extra: dict | None = None) -> Path:
-    """``scans/<id>.json``: the findings and timings of one scan; its presence marks the scan done."""
+    """``scans/<id>.json``: the findings of one scan; its presence marks the scan done."""
     err = error_path(out_dir, scan_id)
     if err.exists():
         err.unlink()
     rec = {"id": scan_id, "scan": rel, "status": "ok", "seriesuid": res.seriesuid,
-           "n_candidates": int(res.n_candidates), "seconds": {k: round(float(v), 4) for k, v in seconds.items()},
+           "n_candidates": int(res.n_candidates),
            "geometry": res.geometry.to_dict() if res.geometry else None,
            "original_geometry": res.original_geometry.to_dict() if res.original_geometry else None,
            "findings": res.findings.astype(object).where(res.findings.notna(), None).to_dict("records"),
@@ -143,10 +145,11 @@ def model_provenance(model_dir: Path | None) -> dict | None:
             "provenance": read_json(d / "provenance.json") if (d / "provenance.json").is_file() else None}
 
 
-def timing_summary(records: list[dict]) -> dict:
-    """Mean / median / total seconds per step over the per-scan records."""
-    if not records:
+def timing_summary(seconds: list[dict]) -> dict:
+    """Mean / median / total seconds per step over per-scan ``{step: seconds}`` dicts (for the run log)."""
+    seconds = [s for s in seconds if s]
+    if not seconds:
         return {}
-    df = pd.DataFrame([r.get("seconds", {}) for r in records]).astype(float)
+    df = pd.DataFrame(seconds).astype(float)
     return {c: {"mean": round(float(df[c].mean()), 3), "median": round(float(df[c].median()), 3),
                 "total": round(float(df[c].sum()), 3)} for c in df.columns}

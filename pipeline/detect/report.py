@@ -109,19 +109,18 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
     style = ("body{font-family:sans-serif;margin:1.5em;max-width:1100px}table{border-collapse:collapse;"
              "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
              "td.l,th.l{text-align:left}img{max-width:100%;display:block;margin:4px 0 12px}")
-    intro = (f"{len(records)} scan(s) processed, {len(errors)} failed; device {e(str(run_info.get('device')))}; "
+    intro = (f"{len(records)} scan(s) processed, {len(errors)} failed; "
              f"combine = {e(str(run_info.get('config', {}).get('combine')))}. Research software: not for "
              "clinical use.")
     head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>top p</th>"
-            "<th>top diameter (mm)</th><th>seconds</th></tr>")
+            "<th>top diameter (mm)</th></tr>")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Nodule detection report</title>",
              f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>", f"<p>{intro}</p>", head]
     for r in records:
         f = r["findings"]
         top = f[0] if f else {}
         parts.append(f"<tr><td class='l'><a href='#{e(r['id'])}'>{e(r['scan'])}</a></td><td>{len(f)}</td>"
-                     f"<td>{_fmt(top.get('probability'))}</td><td>{_fmt(top.get('diameter_mm'), 1)}</td>"
-                     f"<td>{sum(r['seconds'].values()):.1f}</td></tr>")
+                     f"<td>{_fmt(top.get('probability'))}</td><td>{_fmt(top.get('diameter_mm'), 1)}</td></tr>")
     parts.append("</table>")
     if len(errors):
         parts.append("<h2>Scans that failed</h2><table><tr><th class='l'>scan</th><th class='l'>reason</th></tr>")

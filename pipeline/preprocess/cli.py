@@ -10,15 +10,17 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.config import from_dict
     from pipeline.preprocess.config import PreprocessConfig
     from pipeline.preprocess.stage import run
+    from pipeline.runlog import run_log_path
 
     params = params_section(args, "preprocess")
     for key in ("workers", "scheduler", "max_failures"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     cfg = from_dict(PreprocessConfig, params, "preprocess")
-    res = run(args.luna, args.out, cfg, progress=not args.no_progress)
+    res = run(args.luna, args.out, cfg, progress=not args.no_progress, run_log=run_log_path("preprocess"))
     s = res.summary
-    print(f"preprocess: {s['ok']} ok, {s['skipped']} up to date, {s['failed']} failed -> {args.out}")
+    print(f"preprocess: {s['ok'] - s['skipped']} done, {s['skipped']} up to date, {s['failed']} failed "
+          f"-> {args.out}")
     return 0
 
 

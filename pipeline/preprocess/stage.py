@@ -9,6 +9,11 @@ Resuming: a scan is skipped when its three files exist and its sidecar (written 
 carries the current ``params_hash``; a killed run therefore restarts where it stopped and
 ends with the same bytes as an uninterrupted run.
 
+Outputs are content only: ``manifest.csv`` (sorted by subset, seriesuid; status ``ok`` whether a
+scan was computed now or reused), ``failures.csv`` and ``summary.json`` hold no timings, process
+ids, worker counts or hosts, so an unchanged input gives byte-identical outputs (DVC sees no change).
+Those run details go to the log and to the ``run_log`` JSON file (the CLI: ``logs/preprocess.json``).
+
 Failures (unreadable or truncated file, NaNs, no lungs) are recorded in ``failures.csv``
 and the manifest, the other scans go on; the stage raises only when more than
 ``max_failures`` scans failed. Default 2: one or two corrupted downloads out of 888
@@ -33,15 +38,21 @@ from pipeline.errors import DataError, PipelineError
 from pipeline.io.luna16 import index_root
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.storage import is_done, paths_for, write_outputs
+from pipeline.progress import ProgressLog
+from pipeline.runlog import write_run_log
 from pipeline.utils import write_csv, write_json
 
 log = logging.getLogger(__name__)
-MANIFEST_COLUMNS = ["seriesuid", "subset", "status", "reason", "seconds"]
+MANIFEST_COLUMNS = ["seriesuid", "subset", "status", "reason"]
 FAILURE_COLUMNS = ["seriesuid", "path", "reason"]
 
 
 @dataclass
 class PreprocessResult:
+    """``manifest``: this run's status per scan (``ok`` computed now, ``skipped`` up to date from an
+    earlier run, ``failed``) and ``seconds``; ``summary``: ``summary.json`` plus this run's details
+    (``skipped``, and ``run``: timings, workers, peak RSS)."""
+
     out_dir: Path
     manifest: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
@@ -129,13 +140,15 @@ def _iter_results(tasks: list[tuple], out_dir: str, cfg: PreprocessConfig, worke
 
 def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
         cfg: PreprocessConfig = PreprocessConfig(), *, workers: int | None = None,
-        scheduler: Any = None, progress: bool = True) -> PreprocessResult:
+        scheduler: Any = None, progress: bool = True,
+        run_log: str | os.PathLike | None = None) -> PreprocessResult:
     """Preprocess every ``subsetK/<uid>.mhd`` under ``luna_root`` into ``out_dir``.
 
     Args:
         workers: local processes (default ``cfg.workers``); ignored when a scheduler is given.
         scheduler: Dask scheduler address ``tcp://...`` or a ``dask.distributed.Client``
             (default ``cfg.scheduler``).
+        run_log: JSON file for this run's timings / workers / peak RSS (None: only logged).
 
     Returns:
         :class:`PreprocessResult`; ``manifest.csv``, ``failures.csv`` and ``summary.json``
@@ -156,21 +169,35 @@ def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
     tasks = [(r.seriesuid, int(r.subset), str(r.path)) for r in index.itertuples()]
     t0 = time.perf_counter()
     results = []
+    plog = ProgressLog(len(tasks), "preprocess", every_s=300.0 if progress else 30.0, logger=log, unit="scan")
     with tqdm(total=len(tasks), desc="preprocess", unit="scan", disable=not progress) as bar:
         for res in _iter_results(tasks, str(out), cfg, workers, scheduler):
             results.append(res)
             bar.update()
+            plog.update()
             if res["status"] == "failed":
                 log.warning("failed: %s: %s", res["path"], res["reason"])
     wall = time.perf_counter() - t0
-    df = pd.DataFrame(results).sort_values(["subset", "seriesuid"]).reset_index(drop=True)
-    write_csv(out / "manifest.csv", df[MANIFEST_COLUMNS])
+    # sorted, so the files do not depend on the order in which workers finished
+    df = (pd.DataFrame(results, columns=["seriesuid", "subset", "path", "status", "reason", "seconds", "pid",
+                                         "peak_rss_mb"])
+          .sort_values(["subset", "seriesuid"], kind="stable").reset_index(drop=True))
+    content = df[MANIFEST_COLUMNS].copy()
+    reused = content["status"] == "skipped"  # reused == computed: same bytes, same manifest row
+    content.loc[reused, "status"], content.loc[reused, "reason"] = "ok", ""
+    write_csv(out / "manifest.csv", content)
     failed = df[df["status"] == "failed"]
     write_csv(out / "failures.csv", failed[FAILURE_COLUMNS])
     done = df[df["status"] == "ok"]
-    rss = df.groupby("pid")["peak_rss_mb"].max()
     summary = {
-        "n_scans": len(df), "ok": int((df["status"] == "ok").sum()),
+        "n_scans": len(df), "ok": int((content["status"] == "ok").sum()), "failed": len(failed),
+        "params": cfg.output_params(), "params_hash": cfg.params_hash(),
+        "max_failures": int(cfg.max_failures),
+    }
+    write_json(out / "summary.json", summary)
+    rss = df.groupby("pid")["peak_rss_mb"].max()
+    run_info = {
+        "out_dir": str(out), "scans": len(df), "computed": len(done),
         "skipped": int((df["status"] == "skipped").sum()), "failed": len(failed),
         "seconds_total": round(wall, 2),
         "seconds_per_scan_mean": round(float(done["seconds"].mean()), 3) if len(done) else None,
@@ -180,11 +207,11 @@ def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
                                                          .get("address", scheduler)),
         "peak_rss_mb_per_worker": {str(k): float(v) for k, v in rss.items()},
         "peak_rss_mb_max": float(rss.max()) if len(rss) else None,
-        "params": cfg.output_params(), "params_hash": cfg.params_hash(),
-        "max_failures": int(cfg.max_failures),
+        "per_scan": df[["seriesuid", "status", "seconds", "pid", "peak_rss_mb"]].to_dict("records"),
     }
-    write_json(out / "summary.json", summary)
-    result = PreprocessResult(out, df[MANIFEST_COLUMNS], summary)
+    write_run_log("preprocess", run_info, run_log)
+    result = PreprocessResult(out, df[MANIFEST_COLUMNS + ["seconds"]],
+                              {**summary, "skipped": run_info["skipped"], "run": run_info})
     if len(failed) > cfg.max_failures:
         raise PipelineError(f"{out / 'failures.csv'}: {len(failed)} scan(s) failed, more than "
                             f"preprocess.max_failures={cfg.max_failures} (first: {failed.iloc[0]['path']}: "

@@ -9,7 +9,8 @@ from pipeline.cliutil import add_params_arg, params_section
 def register(subparsers) -> None:
     p = subparsers.add_parser("synth", help="generate a synthetic LUNA16-format data set",
                               description="Write subsetK/<uid>.mhd+.raw, annotations.csv, "
-                              "annotations_excluded.csv, candidates.csv, seriesuids.csv, synth_summary.json.")
+                              "annotations_excluded.csv, candidates.csv, seriesuids.csv, synth_summary.json; "
+                              "timings go to logs/synth.json.")
     p.add_argument("--out", required=True, help="output LUNA16 root, e.g. data/luna16")
     p.add_argument("--scans", type=int, help="number of scans (overrides synth.scans)")
     p.add_argument("--seed", type=int, help="seed (overrides synth.seed)")
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.config import from_dict
+    from pipeline.runlog import run_log_path
     from pipeline.synth.config import SynthConfig
     from pipeline.synth.generate import generate
 
@@ -29,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     cfg = from_dict(SynthConfig, values, "synth")
-    res = generate(args.out, cfg, progress=not args.no_progress)
+    res = generate(args.out, cfg, progress=not args.no_progress, run_log=run_log_path("synth"))
     c = res.counts
     print(f"synth: {c['scans']} scans ({c['flipped']} flipped), {c['annotations']} nodules, "
           f"{c['excluded']} excluded, {c['candidates']} candidates ({c['candidates_pos']} positive) "

@@ -11,6 +11,8 @@ import pandas as pd
 
 from pipeline.config import to_dict
 from pipeline.io.scans import write_scan
+from pipeline.progress import ProgressLog
+from pipeline.runlog import write_run_log
 from pipeline.synth.candidates import write_candidates
 from pipeline.synth.config import SynthConfig
 from pipeline.synth.scan import FLIPS, make_scan, make_uid
@@ -39,6 +41,7 @@ class SynthResult:
     seconds: float
     bytes_per_scan: float
     scans: list[ScanPlan] = field(default_factory=list)
+    seconds_per_scan: dict[str, float] = field(default_factory=dict)
 
 
 def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
@@ -64,8 +67,13 @@ def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
     return plans
 
 
-def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = True) -> SynthResult:
-    """Generate ``cfg.scans`` scans into ``out_dir`` (LUNA16 layout); returns paths, counts, timings."""
+def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = True,
+             run_log: str | Path | None = None) -> SynthResult:
+    """Generate ``cfg.scans`` scans into ``out_dir`` (LUNA16 layout); returns paths, counts, timings.
+
+    Every file under ``out_dir`` depends only on ``cfg`` (no timings: same config, same bytes).
+    Timings go to the log and, when ``run_log`` is given, to that JSON file (``logs/synth.json``).
+    """
     cfg = cfg or SynthConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,12 +84,13 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
         if stale.suffix in (".mhd", ".raw") and stale.name not in keep:
             log.info("removing stale %s", stale)
             stale.unlink()
-    ann, exc, cand, per_scan = [], [], [], []
+    ann, exc, cand, per_scan, scan_seconds = [], [], [], [], {}
     it = plans
     if progress:
         from tqdm import tqdm
 
         it = tqdm(plans, desc="synth", unit="scan")
+    plog = ProgressLog(len(plans), "synth", every_s=300.0 if progress else 30.0, logger=log, unit="scan")
     for p in it:
         t = time.perf_counter()
         scan = make_scan(p.seriesuid, np.random.default_rng(list(p.seed)), cfg,
@@ -92,10 +101,12 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
         ann.append(scan.nodules)
         exc.append(scan.excluded)
         cand.append(scan.candidates)
-        per_scan.append({"seriesuid": p.seriesuid, "subset": p.subset, "seconds": round(time.perf_counter() - t, 3),
-                         "bytes": nbytes, "shape_zyx": list(scan.geometry.shape_zyx),
+        scan_seconds[p.seriesuid] = round(time.perf_counter() - t, 3)
+        per_scan.append({"seriesuid": p.seriesuid, "subset": p.subset, "bytes": nbytes,
+                         "shape_zyx": list(scan.geometry.shape_zyx),
                          "spacing_xyz_mm": list(scan.geometry.spacing_xyz_mm), "flipped": scan.meta["flipped"],
                          "nodules": len(scan.nodules), "excluded": len(scan.excluded)})
+        plog.update()
     ann_df = pd.concat(ann, ignore_index=True)
     cand_df = pd.concat(cand, ignore_index=True)
     paths = {
@@ -112,9 +123,12 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
               "scans_without_nodules": sum(s["nodules"] == 0 for s in per_scan)}
     bytes_per_scan = float(np.mean([s["bytes"] for s in per_scan]))
     paths["summary"] = write_json(out / "synth_summary.json", {
-        "counts": counts, "seconds": round(seconds, 2), "seconds_per_scan": round(seconds / len(plans), 3),
-        "bytes_per_scan": int(bytes_per_scan), "bytes_total": int(sum(s["bytes"] for s in per_scan)),
+        "counts": counts, "bytes_per_scan": int(bytes_per_scan),
+        "bytes_total": int(sum(s["bytes"] for s in per_scan)),
         "params": to_dict(cfg), "scans": per_scan})
     log.info("synth: %d scans, %d annotations, %d candidates in %.1f s (%.1f MB/scan) -> %s", len(plans),
              len(ann_df), len(cand_df), seconds, bytes_per_scan / 1e6, out)
-    return SynthResult(out, paths, counts, seconds, bytes_per_scan, plans)
+    write_run_log("synth", {"out_dir": str(out), "scans": len(plans), "seconds": round(seconds, 2),
+                            "seconds_per_scan_mean": round(seconds / len(plans), 3),
+                            "seconds_per_scan": scan_seconds}, run_log)
+    return SynthResult(out, paths, counts, seconds, bytes_per_scan, plans, scan_seconds)

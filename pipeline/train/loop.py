@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.errors import ConfigError
+from pipeline.progress import ProgressLog
 from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.train.data import EpochSampler
 
@@ -111,7 +112,7 @@ class Trainer:
     def _loaders(self) -> tuple[DataLoader, DataLoader, EpochSampler]:
         c = self.cfg
         sampler = EpochSampler(self.train_ds.labels, balanced=c.imbalance == "sampler", seed=c.seed,
-                               rank=self.rank, world=self.world)
+                               rank=self.rank, world=self.world, neg_ratio=getattr(c, "neg_ratio", None))
         kw = {"num_workers": int(c.num_workers), "pin_memory": self.device.type == "cuda",
                   "persistent_workers": int(c.num_workers) > 0}
         train = DataLoader(self.train_ds, batch_size=int(c.batch_size), sampler=sampler,
@@ -175,6 +176,9 @@ class Trainer:
         if live is not None and resume:
             live.step = state["epoch"] + 1  # DVCLive does not advance past a resumed step 0
         opt, net, stopped, t_fit = None, model, False, time.perf_counter()
+        # one INFO line per epoch (also with --quiet / no progress bars); rank 0 only under torchrun
+        plog = ProgressLog(int(c.epochs), f"train {self.out.name} epoch", every_n=1, logger=log, unit="epoch",
+                           initial=state["epoch"] + 1) if self.rank == 0 else None
         for epoch in range(state["epoch"] + 1, int(c.epochs)):
             if stop_after is not None and epoch >= stop_after:
                 break
@@ -226,8 +230,12 @@ class Trainer:
                     if k != "epoch" and isinstance(v, (int, float)) and not math.isnan(v):
                         live.log_metric(f"{'train' if k.startswith('train') else 'val' if k.startswith('val') else 'perf'}/{k}", v)
                 live.next_step()
-            log.info("epoch %d/%d %s", epoch + 1, c.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
+            if plog is not None:
+                mon = self.task.monitor
+                best = state["best"].get(mon, float("nan"))
+                plog.update(extra=f"train_loss={m['train_loss']:.4g} {mon}={score:.4g} (best {best:.4g} at "
+                                  f"epoch {state['best'].get('epoch', '?')}) lr={m['lr']:.3g} "
+                                  f"{m['samples_per_s']:.4g} samples/s")
             if int(c.patience) and state["bad"] >= int(c.patience):
                 stopped = True
                 log.info("early stop: no %s improvement for %d epochs", self.task.monitor, state["bad"])

@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,12 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
     assert f.groupby("scan").size().max() <= 3
     run = json.loads((out / "run.json").read_text())
     assert run["counts"]["ok"] == 3 and run["counts"]["failed"] == 2 and run["counts"]["bad_arguments"] == 1
-    assert set(run["seconds_per_scan"]) >= {"io", "preprocess", "segmenter", "candidates", "classifier"}
+    assert "seconds" not in json.dumps(run) and "device" not in run  # timings/host: in the run log only
+    runlog = json.loads((tmp_path / "logs" / "detect.json").read_text())
+    assert set(runlog["seconds_per_scan"]) >= {"io", "preprocess", "segmenter", "candidates", "classifier"}
+    assert runlog["device"] == "cpu" and runlog["skipped_done"] == 0 and len(runlog["per_scan"]) == 5
+    assert all("seconds" not in json.loads(p.read_text()) for p in (out / "scans").glob("*.json"))
+    assert re.search(r"detect: 5/5 \(100%\) elapsed \d+s, ETA 0s, ", caplog.text)
     assert run["models"]["segmenter"]["model_sha256"]
     html = (out / "report.html").read_text()
     assert "case_flipped" in html and "not a CT series" in html and "<img src='report/" in html
@@ -111,17 +117,17 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
     # resume: finished scans are skipped, failed ones retried, outputs rebuilt identically
     done = {p: p.stat().st_mtime_ns for p in (out / "scans").glob("*.json") if ".error" not in p.name}
     assert len(done) == 3
+    report = (out / "report.html").read_bytes()
     rc2 = _cli([*paths, "--model", model_root, "--out", out, "--save-maps"], tmp_path, caplog)
     assert rc2 == 3
     assert {p: p.stat().st_mtime_ns for p in done} == done
-    run2 = json.loads((out / "run.json").read_text())
-    assert run2["counts"]["skipped_done"] == 3
+    assert json.loads((tmp_path / "logs" / "detect.json").read_text())["skipped_done"] == 3
+    assert (out / "report.html").read_bytes() == report  # resumed run: same bytes
     pd.testing.assert_frame_equal(pd.read_csv(out / "findings.csv", dtype={"seriesuid": str}), f)
     # a changed detection param (or model) invalidates the per-scan results: every scan is redone
     rc3 = _cli([*paths, "--model", model_root, "--out", out, "--max-findings", "1"], tmp_path, caplog)
     assert rc3 == 3
-    run3 = json.loads((out / "run.json").read_text())
-    assert run3["counts"]["skipped_done"] == 0
+    assert json.loads((tmp_path / "logs" / "detect.json").read_text())["skipped_done"] == 0
     assert "redoing every scan" in caplog.text
     f3 = pd.read_csv(out / "findings.csv", dtype={"seriesuid": str})
     assert f3.groupby("seriesuid").size().max() <= 1

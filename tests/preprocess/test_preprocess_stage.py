@@ -1,4 +1,5 @@
 """The preprocess stage: outputs, resume, kill + restart, bad scans, Dask == pool."""
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,12 @@ def _outputs(d: Path) -> dict[str, bytes]:
             and p.name != "summary.json"}
 
 
+def _tree_hashes(d: Path) -> dict[str, str]:
+    """sha256 of every file under ``d`` (relative path -> hex digest)."""
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def clean_run(luna, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre_clean")
@@ -43,7 +50,7 @@ def clean_run(luna, tmp_path_factory):
 def test_outputs_manifest_sidecar_and_load(luna, clean_run):
     out, res = clean_run
     man = pd.read_csv(out / "manifest.csv", dtype={"seriesuid": str})
-    assert list(man.columns) == ["seriesuid", "subset", "status", "reason", "seconds"]
+    assert list(man.columns) == ["seriesuid", "subset", "status", "reason"]
     assert (man["status"] == "ok").all() and len(man) == 4
     uid = UIDS[0][0]
     side = json.loads((out / f"{uid}.json").read_text())
@@ -57,8 +64,23 @@ def test_outputs_manifest_sidecar_and_load(luna, clean_run):
     np.testing.assert_array_equal(loaded.lung_zyx, direct.lung_zyx)
     assert loaded.geometry == direct.geometry
     summ = json.loads((out / "summary.json").read_text())
-    assert summ["ok"] == 4 and summ["peak_rss_mb_max"] > 0 and summ["seconds_per_scan_mean"] > 0
+    assert summ["ok"] == 4 and not any(k.startswith(("seconds", "peak_rss", "workers")) for k in summ)
+    assert res.summary["run"]["peak_rss_mb_max"] > 0 and res.summary["run"]["seconds_per_scan_mean"] > 0
     assert pd.read_csv(out / "failures.csv").empty
+
+
+def test_same_input_gives_byte_identical_outputs(luna, clean_run, tmp_path):
+    """No timings / pids / hosts in the outputs: a second run into a fresh folder has the same bytes
+    (DVC then sees an unchanged output); the run details go to the run log instead."""
+    res = run(luna, tmp_path / "again", PreprocessConfig(workers=1), progress=False,
+              run_log=tmp_path / "logs" / "preprocess.json")
+    hashes = _tree_hashes(tmp_path / "again")
+    assert {"manifest.csv", "failures.csv", "summary.json"} <= set(hashes)
+    assert hashes == _tree_hashes(clean_run[0])
+    log = json.loads((tmp_path / "logs" / "preprocess.json").read_text())
+    assert log["stage"] == "preprocess" and log["computed"] == 4 and log["seconds_total"] > 0
+    assert log["pid"] == os.getpid() and len(log["per_scan"]) == 4 and log["workers"] == 1
+    assert res.summary["run"]["seconds_total"] == log["seconds_total"]
 
 
 def test_resume_skips_done_scans_and_recomputes_on_param_change(luna, clean_run, tmp_path):
@@ -91,8 +113,11 @@ def test_kill_then_restart_gives_identical_outputs(luna, clean_run, tmp_path):
     rc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
     man = pd.read_csv(out / "manifest.csv")
-    assert (man["status"] == "skipped").sum() == n_done
+    assert (man["status"] == "ok").all()  # reused scans are "ok" in the file: same bytes as a clean run
+    assert f"{n_done} up to date" in rc.stdout
     assert _outputs(out) == _outputs(clean_run[0])
+    for name in ("manifest.csv", "failures.csv", "summary.json"):
+        assert (out / name).read_bytes() == (clean_run[0] / name).read_bytes(), name
     assert not list(out.glob(".tmp-*"))
 
 
@@ -134,10 +159,10 @@ def test_process_pool_and_dask_localcluster_match_serial(luna, clean_run, tmp_pa
 
     pool_out = tmp_path / "pool"
     run(luna, pool_out, PreprocessConfig(workers=2), progress=False)
-    assert _outputs(pool_out) == _outputs(clean_run[0])
+    assert _tree_hashes(pool_out) == _tree_hashes(clean_run[0])  # incl. manifest: completion order ignored
     dask_out = tmp_path / "dask"
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         res = run(luna, dask_out, PreprocessConfig(), scheduler=client, progress=False)
     assert (res.manifest["status"] == "ok").all()
-    assert _outputs(dask_out) == _outputs(clean_run[0])
+    assert _tree_hashes(dask_out) == _tree_hashes(clean_run[0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -59,16 +60,25 @@ def test_layout_and_luna16_columns(tiny_luna):
         assert sx == sy and 0.5 <= sx <= 0.9 and sz in (0.625, 1.0, 1.25, 2.0, 2.5)
         assert scan.geometry.origin_xyz_mm[2] < 0
     summary = json.loads((tiny_luna / "synth_summary.json").read_text())
-    assert summary["counts"]["scans"] == 4 and summary["bytes_per_scan"] > 0 and summary["seconds"] > 0
+    assert summary["counts"]["scans"] == 4 and summary["bytes_per_scan"] > 0
+    assert "seconds" not in json.dumps(summary)  # timings go to the run log, not into the DVC output
 
 
-def test_deterministic_bytes(tiny_luna, tmp_path):
+def test_deterministic_bytes(tiny_luna, tmp_path, caplog):
     cfg = _cfg(tiny_luna)
-    generate(tmp_path / "a", cfg, progress=False)
-    files = sorted(p.relative_to(tiny_luna) for p in tiny_luna.rglob("*") if p.suffix in (".raw", ".csv", ".mhd"))
-    assert len(files) == 4 * 2 + 4
-    for f in files:
+    with caplog.at_level(logging.INFO):
+        res = generate(tmp_path / "a", cfg, progress=False, run_log=tmp_path / "logs" / "synth.json")
+    files = sorted(p.relative_to(tiny_luna) for p in tiny_luna.rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix in (".raw", ".mhd")]) == 4 * 2
+    assert "synth_summary.json" in {str(f) for f in files}
+    assert files == sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for f in files:  # every file, synth_summary.json included: a rerun changes no DVC hash
         assert sha256_file(tiny_luna / f) == sha256_file(tmp_path / "a" / f), f
+    # progress lines without a progress bar (dvc repro passes --no-progress), timings in the run log
+    assert any(re.match(r"synth: 4/4 \(100%\) elapsed \d+s, ETA 0s, ", r.getMessage()) for r in caplog.records)
+    run_log = json.loads((tmp_path / "logs" / "synth.json").read_text())
+    assert run_log["stage"] == "synth" and run_log["scans"] == 4 and run_log["seconds"] > 0
+    assert run_log["seconds_per_scan"] == res.seconds_per_scan and len(res.seconds_per_scan) == 4
     other = generate(tmp_path / "b", from_dict(SynthConfig, {**json.loads(
         (tiny_luna / "synth_summary.json").read_text())["params"], "seed": 3, "scans": 1}), progress=False)
     assert other.scans[0].seriesuid != plan_scans(cfg)[0].seriesuid
