@@ -15,7 +15,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         params["workers"] = args.workers
     cfg = from_dict(PatchesConfig, params, "patches")
-    res = run(args.luna, args.preprocessed, args.out, cfg, progress=not args.no_progress)
+    from pipeline.runlog import run_log_path
+
+    res = run(args.luna, args.preprocessed, args.out, cfg, progress=not args.no_progress,
+              run_log=run_log_path("patches"))
     s = res.summary
     print(f"patches: {s['n_samples']} samples from {s['n_scans']} scans in {s['n_shards']} shard(s) "
           f"{s['counts']} -> {args.out}")

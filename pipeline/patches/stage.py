@@ -32,6 +32,8 @@ from pipeline.patches.config import PatchesConfig
 from pipeline.patches.nodules import nodule_table
 from pipeline.patches.sampling import COORDS, INDEX_COLUMNS, VOXEL_COLUMNS, label_candidates, select_samples
 from pipeline.patches.splits import assign_splits, check_no_leakage
+from pipeline.progress import ProgressLog
+from pipeline.runlog import write_run_log
 from pipeline.utils import atomic_path, read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,8 @@ def _write_shards(out: Path, parts: Path, index: pd.DataFrame, cube_shape: tuple
 
 
 def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
-        cfg: PatchesConfig = PatchesConfig(), *, progress: bool = True) -> PatchesResult:
+        cfg: PatchesConfig = PatchesConfig(), *, progress: bool = True,
+        run_log: str | os.PathLike | None = None) -> PatchesResult:
     """Extract patches for every candidate of the preprocessed scans.
 
     Returns:
@@ -144,6 +147,7 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
     parts.mkdir()
     groups = {u: g[COORDS].to_numpy(float) for u, g in index.groupby("seriesuid")}
     stats = []
+    plog = ProgressLog(len(groups), "patches", unit="scan", every_s=300.0 if progress else 30.0, logger=log)
     with tqdm(total=len(groups), desc="patches", unit="scan", disable=not progress) as bar:
         if int(cfg.workers) > 1 and len(groups) > 1:
             ctx = mp.get_context("forkserver")
@@ -152,10 +156,12 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
                 for f in as_completed(futs):
                     stats.append(f.result())
                     bar.update()
+                    plog.update()
         else:
             for u, c in groups.items():
                 stats.append(_extract_scan(u, str(pre), c, str(parts), cfg))
                 bar.update()
+                plog.update()
     from pipeline.patches.extract import cube_shape_zyx
 
     sp_xyz = next(iter(spacings))
@@ -187,6 +193,7 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
         "positives_without_annotation": int(((index["label"] == 1) & (index["diameter_mm"] < 0)).sum()),
     }
     write_json(out / "summary.json", summary)  # content only: identical inputs give identical bytes
-    log.info("patches: %d samples (%d candidates) of %d scans in %.1f s (%.0f samples/s)", len(index),
-             summary["n_candidates"], len(groups), seconds, len(index) / max(seconds, 1e-9))
+    write_run_log("patches", {"out_dir": str(out), "samples": len(index), "seconds": round(seconds, 2),
+                              "samples_per_second": round(len(index) / max(seconds, 1e-9), 1),
+                              "seconds_per_scan": {s["seriesuid"]: round(s["seconds"], 3) for s in stats}}, run_log)
     return PatchesResult(out, index, summary)

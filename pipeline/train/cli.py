@@ -35,7 +35,10 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or ("models/segmenter" if seg else "models/classifier")
     live = args.live or f"dvclive/{'segmenter' if seg else 'classifier'}"
     pre = args.preprocessed if args.preprocessed and Path(args.preprocessed).is_dir() else None
-    kw = {"preprocessed_dir": pre, "live_dir": live, "resume": args.resume, "progress": not args.quiet}
+    from pipeline.runlog import run_log_path
+
+    kw = {"preprocessed_dir": pre, "live_dir": live, "resume": args.resume, "progress": not args.quiet,
+          "run_log": run_log_path(f"train-{Path(out).name}")}
     if seg:
         from pipeline.train.segment import train_segmenter
 

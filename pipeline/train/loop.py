@@ -175,7 +175,7 @@ class Trainer:
         live = self._live(resume)
         if live is not None and resume:
             live.step = state["epoch"] + 1  # DVCLive does not advance past a resumed step 0
-        opt, net, stopped, t_fit = None, model, False, time.perf_counter()
+        opt, net, stopped, t_fit, perf_hist = None, model, False, time.perf_counter(), []
         # one INFO line per epoch (also with --quiet / no progress bars); rank 0 only under torchrun
         plog = ProgressLog(int(c.epochs), f"train {self.out.name} epoch", every_n=1, logger=log, unit="epoch",
                            initial=state["epoch"] + 1) if self.rank == 0 else None
@@ -207,8 +207,11 @@ class Trainer:
             secs = time.perf_counter() - t0
             model.eval()
             val = self.task.evaluate(model, val_dl, dev, self.amp)
-            m = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), **val,
-                 "lr": opt.param_groups[0]["lr"], "seconds": secs, "samples_per_s": n * self.world / max(secs, 1e-9)}
+            # content (history, best, checkpoints) vs timings (perf: log and run log only), so that
+            # a rerun with the same inputs writes byte-identical model folders
+            m = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), **val, "lr": opt.param_groups[0]["lr"]}
+            perf = {"seconds": secs, "samples_per_s": n * self.world / max(secs, 1e-9)}
+            perf_hist.append(perf)
             score = m.get(self.task.monitor, float("nan"))
             improved = (not math.isnan(score) and score > state["best_score"]) or not state["best"]
             if improved:
@@ -226,7 +229,7 @@ class Trainer:
                     **({"rng_cuda": torch.cuda.get_rng_state()} if dev.type == "cuda" else {}),
                     **{k: state[k] for k in ("epoch", "step", "best", "best_score", "bad", "history")}})
             if live is not None:
-                for k, v in m.items():
+                for k, v in {**m, **perf}.items():
                     if k != "epoch" and isinstance(v, (int, float)) and not math.isnan(v):
                         live.log_metric(f"{'train' if k.startswith('train') else 'val' if k.startswith('val') else 'perf'}/{k}", v)
                 live.next_step()
@@ -235,7 +238,7 @@ class Trainer:
                 best = state["best"].get(mon, float("nan"))
                 plog.update(extra=f"train_loss={m['train_loss']:.4g} {mon}={score:.4g} (best {best:.4g} at "
                                   f"epoch {state['best'].get('epoch', '?')}) lr={m['lr']:.3g} "
-                                  f"{m['samples_per_s']:.4g} samples/s")
+                                  f"{perf['samples_per_s']:.4g} samples/s")
             if int(c.patience) and state["bad"] >= int(c.patience):
                 stopped = True
                 log.info("early stop: no %s improvement for %d epochs", self.task.monitor, state["bad"])
@@ -244,9 +247,10 @@ class Trainer:
             live.end()
         wall = time.perf_counter() - t_fit
         hist = state["history"]
-        sps = sum(h["samples_per_s"] * h["seconds"] for h in hist) / max(sum(h["seconds"] for h in hist), 1e-9)
+        secs = sum(p["seconds"] for p in perf_hist)
+        sps = sum(p["samples_per_s"] * p["seconds"] for p in perf_hist) / max(secs, 1e-9)
         return FitResult(best=state["best"], history=hist, epochs_run=len(hist), stopped_early=stopped,
-                         seconds=sum(h["seconds"] for h in hist) if hist else wall, samples_per_s=sps)
+                         seconds=secs if perf_hist else wall, samples_per_s=sps)
 
 
 @torch.no_grad()

@@ -111,7 +111,7 @@ def _row_filter(index, neg_per_pos, seed):
 def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     cfg: SegTrainConfig | None = None, *, preprocessed_dir=None,
                     live_dir="dvclive/segmenter", resume: bool = False, stop_after: int | None = None,
-                    progress: bool = True) -> TrainResult:
+                    progress: bool = True, run_log=None) -> TrainResult:
     """Train the segmenter on the cubes of ``patches_dir``; writes ``out_dir`` like the classifier."""
     from pipeline.models.segmenter import build_segmenter
     from pipeline.models.transfer import resolve_strategy
@@ -149,5 +149,5 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
                       params={**to_dict(cfg), "strategy_resolved": strategy})
     fit = trainer.fit(resume=resume, stop_after=stop_after)
     metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
-                             "val_dice")
+                             "val_dice", run_log=run_log)
     return TrainResult(out, metrics, strategy, reason, fit.history)

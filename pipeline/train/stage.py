@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from pipeline.config import to_dict
 from pipeline.errors import DataError
 from pipeline.train.config import TrainConfig
+from pipeline.runlog import write_run_log
 from pipeline.utils import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -103,27 +104,30 @@ def make_datasets(store, cfg, kind: str, *, crop=None, masks=False, row_filters=
 
 
 def finish_outputs(out: Path, model, cfg, config: dict, strategy: str, reason: str, fit, t0: float,
-                   n_train: int, n_val: int, monitor: str) -> dict[str, Any]:
-    """Write config.json, provenance.json, metrics.json; return the metrics."""
+                   n_train: int, n_val: int, monitor: str, run_log=None) -> dict[str, Any]:
+    """Write config.json, provenance.json, metrics.json (content only); timings go to the log and
+    ``run_log``. Returns the metrics plus the timings."""
     write_json(out / "config.json", config)
     write_json(out / "provenance.json", dict(model.provenance))
     best = fit.best
     metrics = {
         "best_epoch": best.get("epoch"), **{k: v for k, v in best.items() if k.startswith("val_")},
         "best_" + monitor: best.get(monitor), "epochs_run": fit.epochs_run, "stopped_early": fit.stopped_early,
-        "train_seconds": round(fit.seconds, 2), "seconds_per_epoch": round(fit.seconds / max(fit.epochs_run, 1), 2),
-        "samples_per_s": round(fit.samples_per_s, 1), "wall_seconds": round(time.perf_counter() - t0, 2),
         "strategy": strategy, "strategy_reason": reason, "n_train": n_train, "n_val": n_val,
         "device": str(config["runtime"]["device"]), "precision": config["runtime"]["precision"],
     }
     metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    write_json(out / "metrics.json", metrics)  # content only: timings go to the run log below
+    timing = {"train_seconds": round(fit.seconds, 2), "seconds_per_epoch": round(fit.seconds / max(fit.epochs_run, 1), 2),
+              "samples_per_s": round(fit.samples_per_s, 1), "wall_seconds": round(time.perf_counter() - t0, 2)}
+    if os.environ.get("RANK", "0") == "0":
+        write_run_log(f"train-{out.name}", {"out_dir": str(out), **timing}, run_log)
+    return {**metrics, **timing}
 
 
 def train_classifier(patches_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainConfig | None = None,
                      *, preprocessed_dir=None, live_dir="dvclive/classifier", resume: bool = False,
-                     stop_after: int | None = None, progress: bool = True) -> TrainResult:
+                     stop_after: int | None = None, progress: bool = True, run_log=None) -> TrainResult:
     """Train the classifier on ``patches_dir`` (PatchStore) and write ``out_dir``.
 
     2D encoders train on planes ``(B, 3, P, P)`` HU, 3D encoders on cubes ``(B, 1, S, S, S)``.
@@ -158,5 +162,5 @@ def train_classifier(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
                       live_dir=live_dir, params={**to_dict(cfg), "strategy_resolved": strategy})
     fit = trainer.fit(resume=resume, stop_after=stop_after)
     metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
-                             "val_auc")
+                             "val_auc", run_log=run_log)
     return TrainResult(out, metrics, strategy, reason, fit.history)
