@@ -44,7 +44,7 @@ def _load(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found")
     try:
-        data = _yaml().load(path.read_text())
+        data = _yaml().load(path.read_text(encoding="utf-8"))
     except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:
@@ -136,7 +136,7 @@ def apply_preset(params: str | os.PathLike = "params.yaml", overlay: str | os.Pa
 
     mode = stat.S_IMODE(params.stat().st_mode)
     with atomic_path(params) as tmp:
-        tmp.write_text(buf.getvalue())
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
         os.chmod(tmp, mode)  # mkstemp makes 0600 files; keep the params file's mode
     return [c for c in net.values() if c[1] != c[2]]
 

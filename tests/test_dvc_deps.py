@@ -58,7 +58,7 @@ def _with_parents(name: str) -> set[str]:
 @cache
 def _imports_of(path: Path) -> frozenset[str]:
     """Project modules imported anywhere in ``path`` (parents included)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     this = _module_name(path)
     package = this if path.name == "__init__.py" else this.rpartition(".")[0]
     found: set[str] = set()
@@ -142,8 +142,8 @@ def _names(entries) -> list[str]:
 @cache
 def dvc_stages() -> dict[str, dict]:
     """{stage name (``cv_train@0`` for foreach items): {"cmd", "deps", "params"}} from dvc.yaml."""
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     stages = {}
     for name, st in dvc["stages"].items():
         if "foreach" in st:
@@ -229,7 +229,7 @@ def _possible(expr: ast.expr, env: dict[str, list[ast.expr]], args, depth: int =
 
 def sections_read(module: str, func: str, args) -> set[str]:
     """params.yaml sections ``module.func`` reads via ``params_section`` (same-module calls followed)."""
-    tree = ast.parse(_module_file(module).read_text())
+    tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
     funcs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     sections: set[str] = set()
     todo, seen = [func], set()

@@ -43,8 +43,8 @@ def params(tmp_path) -> Path:
 
 
 def test_every_overlay_key_exists_in_params():
-    base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    overlay = yaml.safe_load(OVERLAY.read_text())
+    base = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    overlay = yaml.safe_load(OVERLAY.read_text(encoding="utf-8"))
 
     def walk(o, b, path):
         for k, v in o.items():
@@ -60,12 +60,12 @@ def test_every_overlay_key_exists_in_params():
 
 
 def test_preset_sets_the_overlay_and_keeps_everything_else(params, tmp_path):
-    before_text = params.read_text()
+    before_text = params.read_text(encoding="utf-8")
     before = yaml.safe_load(before_text)
     changes = apply_preset(params, OVERLAY)
-    after_text = params.read_text()
+    after_text = params.read_text(encoding="utf-8")
     after = yaml.safe_load(after_text)
-    overlay = _leaves(yaml.safe_load(OVERLAY.read_text()))
+    overlay = _leaves(yaml.safe_load(OVERLAY.read_text(encoding="utf-8")))
     assert {k for k, _, _ in changes} == set(overlay)
     b, a = _leaves(before), _leaves(after)
     assert list(a) == list(b)  # same keys, same order
@@ -87,16 +87,16 @@ def test_preset_sets_the_overlay_and_keeps_everything_else(params, tmp_path):
     assert apply_preset(params, OVERLAY) == []
     again = tmp_path / "again"
     again.mkdir()
-    assert params.read_text() == luna16_params(again).read_text()
+    assert params.read_text(encoding="utf-8") == luna16_params(again).read_text(encoding="utf-8")
 
 
 def test_unknown_overlay_key_is_refused_naming_it(params, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochs: 3\n  no_such_key: 1\n")
-    before = params.read_text()
+    before = params.read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match=r"train\.no_such_key"):
         apply_preset(params, bad)
-    assert params.read_text() == before  # nothing written
+    assert params.read_text(encoding="utf-8") == before  # nothing written
     assert main(["preset", str(bad), "--params", str(params)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "train.no_such_key" in err and "\n" not in err
@@ -119,14 +119,14 @@ def test_cli_luna_root_and_set(params, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "luna_root: 'data/luna16' -> '/mnt/LUNA16'" in out
-    p = yaml.safe_load(params.read_text())
+    p = yaml.safe_load(params.read_text(encoding="utf-8"))
     assert p["luna_root"] == "/mnt/LUNA16"
     assert p["preprocess"]["workers"] == 16
     assert p["patches"]["folds"] == {"test": [7], "val": [8]}
     assert p["train_seg"]["crop"] is None and p["train"]["neg_ratio"] == 5
     assert p["cv"]["folds"] == [{"test": 9, "val": 8}]
     assert p["evaluate"]["threshold"] == 0.25 and p["train"]["epochs"] == 30
-    text = params.read_text()
+    text = params.read_text(encoding="utf-8")
     assert "# the LUNA16 root every stage reads" in text  # luna_root's comment kept
 
 
@@ -137,8 +137,8 @@ def test_cli_luna_root_and_set(params, capsys):
     ("train..epochs=1", "section.key=value"),
 ])
 def test_bad_set_is_refused(params, item, match):
-    before = params.read_text()
+    before = params.read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match=match):
         apply_preset(params, None, sets=[item])
-    assert params.read_text() == before
+    assert params.read_text(encoding="utf-8") == before
 
