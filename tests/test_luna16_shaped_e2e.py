@@ -5,7 +5,7 @@ so DVC's code dependencies hash the code that runs), then
 
     python -m pipeline preset configs/luna16.yaml --luna-root data/luna16 --set ...
 
-turns params.yaml into the LUNA16 preset (candidates_V2.csv, test/val subsets 9/8, 10 CV folds, ...)
+turns params.yaml into the LUNA16 preset (candidates_V2.csv, test/val subsets 9/0, 10 CV folds, ...)
 with speed overrides: the synth section is the LUNA16-shaped tiny set of SynthConfig's docstring
 (10 scans in 10 subsets, so every CV fold tests one scan; several positives per nodule; 200
 negatives per scan; candidates.csv + candidates_V2.csv), 1 training epoch on a few samples, 1-2
@@ -16,8 +16,9 @@ workers. ``dvc repro`` runs the whole DAG once (module fixture); the tests then 
 * ``python -m pipeline froc`` on the pooled fold predictions reproduces ``cv.cpm`` of eval/metrics.json;
 * ``dvc repro -f -s synth`` regenerates byte-identical data: ``dvc status`` says everything is up to date.
 
-Two variants of the fixture: ``2folds`` (the preset with only its first 2 CV folds, folds 0 and 1;
-every check unchanged) runs in ``make test`` (about 85 s on the 2-core CPU machine); ``10folds``
+The main split (``train``/``predict``, test subset 9) is one of the 10 folds; ``cv.folds`` lists the
+other 9, and the CV track pools all 10. Two variants of the fixture: ``2folds`` (the main split plus
+the preset's first CV fold, test subset 0; every check unchanged) runs in ``make test`` (about 85 s on the 2-core CPU machine); ``10folds``
 (all 10 CV folds of the preset, 452 s there) is marked slow:
 ``pytest -m slow tests/test_luna16_shaped_e2e.py -s`` runs it and prints the timing.
 ``LUNA16_E2E_FOLDS=N`` forces N folds in both.
@@ -131,7 +132,8 @@ def project(request, tmp_path_factory) -> Project:
     sets = [f"synth.{k}={_yaml_flow(v)}" for k, v in SYNTH.items()] + [f"{k}={_yaml_flow(v)}" for k, v in SPEED.items()]
     folds = os.environ.get("LUNA16_E2E_FOLDS") or (None if request.param == 10 else request.param)
     if folds:
-        sets.append("cv.folds=" + _yaml_flow([{"test": k, "val": (k + 1) % 10} for k in range(int(folds))]))
+        preset = yaml.safe_load((root / "configs" / "luna16.yaml").read_text())["cv"]["folds"]
+        sets.append("cv.folds=" + _yaml_flow(preset[:max(1, int(folds) - 1)]))  # + the main split = N folds
     args = [sys.executable, "-m", "pipeline", "preset", "configs/luna16.yaml", "--luna-root", "data/luna16"]
     for s in sets:
         args += ["--set", s]
@@ -159,20 +161,32 @@ def _key(df: pd.DataFrame) -> list[tuple]:
     return sorted(zip(df["seriesuid"].astype(str), *(np.round(df[c].to_numpy(float), 3) for c in COORDS)))
 
 
+def _fold_dirs(proj: Project) -> dict[int, Path]:
+    """Test subset -> its prediction folder: the main split (``predict``, data/predict/fpr) is one
+    cross-validation fold, ``cv.folds`` the others (data/predict/cv/fold_K)."""
+    main = [int(k) for k in proj.params["patches"]["folds"]["test"]]
+    assert len(main) == 1, main
+    dirs = {main[0]: proj.root / "data" / "predict" / "fpr"}
+    for fold in proj.params["cv"]["folds"]:
+        k = int(fold["test"])
+        assert k not in dirs, f"cv.folds repeats the main split's test subset {k}"
+        dirs[k] = proj.root / "data" / "predict" / "cv" / f"fold_{k}"
+    return dirs
+
+
 def test_each_fold_scores_exactly_its_test_subset(project):
     _, scans, cands = _luna(project)
     subset_of = dict(zip(scans["seriesuid"], scans["subset"].astype(int)))
     assert sorted(scans["subset"]) == list(range(10))  # 10 subsets, one scan each
-    problems = []
-    for fold in project.params["cv"]["folds"]:
-        k = int(fold["test"])
-        d = project.root / "data" / "predict" / "cv" / f"fold_{k}"
+    problems, rows = [], []
+    for k, d in sorted(_fold_dirs(project).items()):
         want = cands[cands["seriesuid"].map(subset_of) == k]
         scored = pd.read_csv(d / "scored.csv", dtype={"seriesuid": str})
         pred = pd.read_csv(d / "predictions.csv", dtype={"seriesuid": str})
         uids = [ln for ln in (d / "seriesuids.csv").read_text().split() if ln]
         if sorted(uids) != sorted(scans.loc[scans["subset"] == k, "seriesuid"]):
             problems.append(f"fold {k}: seriesuids.csv {uids} is not subset {k}'s scans")
+        rows.append(f"fold {k}: {len(pred)} rows scored / {len(want)} candidates CSV rows")
         if len(scored) != len(want) or len(pred) != len(want):
             problems.append(f"fold {k}: scored {len(scored)} / predicted {len(pred)} candidates, "
                             f"subset {k} has {len(want)} ({int(want['class'].sum())} positive)")
@@ -183,16 +197,17 @@ def test_each_fold_scores_exactly_its_test_subset(project):
             problems.append(f"fold {k}: scored.csv candidate numbers differ from the candidates CSV rows")
         elif not (scored.set_index("candidate")["label"].sort_index().to_numpy() == want["class"].to_numpy()).all():
             problems.append(f"fold {k}: scored.csv labels differ from the candidates' class")
+    print("\n" + "\n".join(rows))
     assert not problems, "\n".join(problems)
 
 
 def test_pooled_folds_cover_every_scan(project):
     _, scans, cands = _luna(project)
-    folds = [int(f["test"]) for f in project.params["cv"]["folds"]]
+    dirs = _fold_dirs(project)
+    folds = sorted(dirs)
     want = set(scans.loc[scans["subset"].isin(folds), "seriesuid"])
-    d = project.root / "data" / "predict" / "cv"
-    pooled_uids = [u for k in folds for u in (d / f"fold_{k}" / "seriesuids.csv").read_text().split()]
-    pred = pd.concat([pd.read_csv(d / f"fold_{k}" / "predictions.csv", dtype={"seriesuid": str}) for k in folds])
+    pooled_uids = [u for d in dirs.values() for u in (d / "seriesuids.csv").read_text().split()]
+    pred = pd.concat([pd.read_csv(d / "predictions.csv", dtype={"seriesuid": str}) for d in dirs.values()])
     assert sorted(pooled_uids) == sorted(want)  # each scan in exactly one fold
     assert set(pred["seriesuid"]) == want & set(cands["seriesuid"])
     if len(folds) == 10:
@@ -202,8 +217,9 @@ def test_pooled_folds_cover_every_scan(project):
 def test_froc_cli_reproduces_cv_cpm(project, tmp_path):
     luna = project.root / project.params["luna_root"]
     metrics = json.loads((project.root / "eval" / "metrics.json").read_text())
-    d = project.root / "data" / "predict" / "cv"
-    folds = sorted(p for p in d.iterdir() if (p / "predictions.csv").is_file())  # as evaluate pools them
+    d = project.root / "data" / "predict"
+    # as evaluate pools them: --track cv=data/predict/fpr,data/predict/cv (its fold_K folders, sorted)
+    folds = [d / "fpr"] + sorted(p for p in (d / "cv").iterdir() if (p / "predictions.csv").is_file())
     pd.concat([pd.read_csv(p / "predictions.csv", dtype={"seriesuid": str}) for p in folds]).to_csv(
         tmp_path / "predictions.csv", index=False)
     (tmp_path / "seriesuids.csv").write_text("".join((p / "seriesuids.csv").read_text() for p in folds))
