@@ -19,7 +19,11 @@ def __getattr__(name):  # lazy: torch / MONAI only when used
         from pipeline.detect import scan
 
         return getattr(scan, name)
-    if name in ("run", "run_infer", "DetectResult"):
+    if name == "run_infer":
+        from pipeline.detect import infer
+
+        return infer.run_infer
+    if name in ("run", "DetectResult"):
         from pipeline.detect import batch
 
         return getattr(batch, name)

@@ -1,14 +1,18 @@
 """Batch detection over many scans: discovery, per-scan isolation, resume, serial or Dask runs.
 
-Each scan is processed on its own by :func:`process_one` (read -> detect -> maps -> crops ->
-``scans/<id>.json``); an unreadable scan becomes a row of ``errors.csv`` and the batch goes on.
-``findings.csv``, ``errors.csv``, ``report.html`` and ``run.json`` are rebuilt at the end from the
-per-scan files of the scans given, so a rerun skips finished scans and still writes full outputs.
+Each scan is processed on its own by :func:`process_one` (identity -> read -> detect -> maps ->
+crops -> ``scans/<id>.json``); an unreadable scan becomes a row of ``errors.csv`` and the batch goes
+on. A per-scan result is reused on a rerun only when it holds the same content identity (a hash of
+the scan's bytes, :mod:`pipeline.detect.identity`, never its file name) and the same ``run_key``
+(models + detection params). ``findings.csv``, ``errors.csv``, ``report.html`` and ``run.json`` are
+rebuilt at the end from the per-scan files of the scans given, so a rerun skips finished scans and
+still writes full outputs. One run at a time writes an output folder (:func:`pipeline.lock.output_lock`).
 The outputs hold results only; timings, device, scheduler and the count of reused scans go to the
 log and the ``run_log`` JSON file (the CLI: ``logs/<detect|infer>.json``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -20,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.detect.config import DetectConfig
+from pipeline.detect.discover import Job
 from pipeline.errors import ConfigError, DataError
 from pipeline.progress import ProgressLog
 from pipeline.runlog import write_run_log
@@ -29,6 +34,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DetectResult:
+    """Counts add up: ``n_scans == n_ok + n_failed`` (``n_skipped`` of the ok ones reused from an
+    earlier run); the ``n_inputs`` PATHs gave those scans (``n_duplicates`` more reached a scan
+    already listed) and ``n_no_scan`` PATHs gave none (listed in errors.csv)."""
+
     out_dir: Path
     n_scans: int
     n_ok: int
@@ -39,13 +48,16 @@ class DetectResult:
     seconds: float = 0.0
     run_info: dict = field(default_factory=dict)  # = run.json
     run_details: dict = field(default_factory=dict)  # timings, device, ... (the run log)
+    n_inputs: int = 0
+    n_no_scan: int = 0
+    n_duplicates: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 = every scan ok, 3 = some scans/paths failed (see errors.csv), 1 = none succeeded."""
+        """0 = every scan ok, 3 = some scans failed or PATHs held none (see errors.csv), 1 = none succeeded."""
         if self.n_ok == 0:
             return 1
-        return 3 if self.n_failed else 0
+        return 3 if self.n_failed or self.n_no_scan else 0
 
 
 def resolve_model_dirs(model: str | os.PathLike, segmenter: str | os.PathLike | None = None):
@@ -70,51 +82,6 @@ def resolve_model_dirs(model: str | os.PathLike, segmenter: str | os.PathLike | 
     return m, seg
 
 
-@dataclass(frozen=True)
-class Job:
-    path: str
-    rel: str
-    id: str
-
-
-def discover(paths) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Scan inputs under ``paths`` (files, or folders searched recursively, DICOM series folders).
-
-    Returns (jobs, problems): ``problems`` = (path, reason) for folders that hold no scan.
-    A path that does not exist raises DataError (checked for all paths before any work).
-    Job ids are file-name-safe, unique: the file stem / folder name, plus a path hash on clashes.
-    """
-    from pipeline.detect.outputs import safe_id
-    from pipeline.io.scans import find_scans, scan_id
-
-    found, problems = [], []
-    cwd = Path.cwd().resolve()
-    missing = [str(p) for p in paths if not Path(p).exists()]
-    if missing:
-        raise DataError(missing[0], "no such file or folder" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    for arg in paths:
-        p = Path(arg)
-        scans = find_scans(p)
-        if not scans:
-            problems.append((str(p), "no scans found (.mhd/.mha/.nii/.nii.gz/.nrrd files or DICOM folders)"))
-        for s in scans:
-            a = s.resolve()
-            rel = os.path.relpath(a, cwd) if a.is_relative_to(cwd) else str(a)
-            found.append((str(a), rel, safe_id(scan_id(s))))
-    seen: dict[str, int] = {}
-    for _, _, sid in found:
-        seen[sid] = seen.get(sid, 0) + 1
-    jobs, used = [], set()
-    for a, rel, sid in found:
-        if a in used:
-            continue
-        used.add(a)
-        if seen[sid] > 1:
-            sid = f"{sid}-{hashlib.sha1(a.encode()).hexdigest()[:8]}"
-        jobs.append(Job(a, rel, sid))
-    return jobs, problems
-
-
 @functools.lru_cache(maxsize=4)
 def load_models(cls_dir: str | None, seg_dir: str, device: str):
     """(seg_model, seg_cfg, cls_model, cls_cfg, torch device), cached per process (one load per Dask worker)."""
@@ -130,40 +97,71 @@ def load_models(cls_dir: str | None, seg_dir: str, device: str):
 
 
 def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: DetectConfig,
-                save_maps: bool = False, report_top: int = 5) -> dict:
-    """Detect on one scan and write its per-scan files; returns ``{id, status, reason, seconds, device}``."""
+                save_maps: bool = False, report_top: int = 5, key: str = "", index: dict | None = None) -> dict:
+    """Detect on one scan and write its per-scan files, or reuse them when ``scans/<id>.json`` holds
+    this content's result under run key ``key`` (at ``job.id``, or at the id ``index`` maps this
+    content to: :func:`outputs.identity_index`). Returns ``{id, scan, status, reason, seconds,
+    device}``: status ``ok`` / ``reused`` / ``failed``; ``id`` may differ from ``job.id`` when that
+    slot holds the result of a different scan of the same name (see :func:`outputs.claim_id`)."""
     import torch
 
     from pipeline.detect import outputs
+    from pipeline.detect.identity import array_identity, file_identity
     from pipeline.detect.report import render_scan
     from pipeline.detect.scan import detect_scan
     from pipeline.io.scans import read_scan
 
     out = Path(out_dir)
+    sid = job.id
+    seconds: dict[str, float] = {}
+
+    def reused(ident: str) -> dict | None:
+        nonlocal sid
+        prev = (index or {}).get(ident)
+        if prev is not None and outputs.reusable(out, prev, ident, key, save_maps):
+            sid = prev
+        else:
+            sid = outputs.claim_id(out, job.id, ident)
+        if outputs.reusable(out, sid, ident, key, save_maps):
+            return {"id": sid, "scan": job.rel, "status": "reused", "reason": "",
+                    "seconds": {k: round(float(v), 4) for k, v in seconds.items()}}
+        return None
+
     try:
+        t = time.perf_counter()
+        ident = file_identity(job.path)
+        seconds["identity"] = time.perf_counter() - t
+        if ident is not None and (hit := reused(ident)):
+            return hit
         seg, seg_cfg, cls, cls_cfg, dev = load_models(cls_dir, seg_dir, cfg.device)
         t = time.perf_counter()
         scan = read_scan(job.path)
-        t_io = time.perf_counter() - t
+        seconds["io"] = time.perf_counter() - t
+        if ident is None:
+            t = time.perf_counter()
+            ident = array_identity(scan)
+            seconds["identity"] += time.perf_counter() - t
+            if hit := reused(ident):
+                return hit
         with torch.inference_mode():
             res = detect_scan(scan, seg, seg_cfg, cls, cls_cfg, cfg, dev, keep_maps=save_maps)
-        seconds = {"io": t_io, **res.seconds}
+        seconds.update(res.seconds)
         t = time.perf_counter()
         if save_maps:
-            outputs.write_maps(out / "maps", job.id, res)
-        crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", job.id, top=report_top)
+            outputs.write_maps(out / "maps", sid, res)
+        crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", sid, top=report_top)
         seconds["outputs"] = time.perf_counter() - t
-        outputs.write_scan_result(out, job.id, job.rel, res, {"crops": crops})
-        return {"id": job.id, "status": "ok", "reason": "",
+        outputs.write_scan_result(out, sid, job.rel, res, {"crops": crops, "identity": ident, "run_key": key})
+        return {"id": sid, "scan": job.rel, "status": "ok", "reason": "",
                 "seconds": {k: round(float(v), 4) for k, v in seconds.items()}, "device": str(dev)}
     except DataError as exc:
         reason = str(exc)
     except Exception as exc:
         log.debug("scan %s failed", job.rel, exc_info=True)
         reason = f"{job.rel}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-    outputs.write_scan_error(out, job.id, job.rel, reason)
+    outputs.write_scan_error(out, sid, job.rel, reason)
     log.warning("scan failed: %s", reason)
-    return {"id": job.id, "status": "failed", "reason": reason, "seconds": {}}
+    return {"id": sid, "scan": job.rel, "status": "failed", "reason": reason, "seconds": {}}
 
 
 def _client(scheduler):
@@ -198,53 +196,84 @@ def run_key(cls_dir: Path | None, seg_dir: Path, cfg: DetectConfig) -> str:
 def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: DetectConfig | None = None, *,
         segmenter: str | os.PathLike | None = None, save_maps: bool = False, overwrite: bool = False,
         scheduler=None, progress: bool = True, stage: str = "detect",
-        run_log: str | os.PathLike | None = None) -> DetectResult:
+        run_log: str | os.PathLike | None = None, wait_s: float = 0.0) -> DetectResult:
     """Detect nodules in every scan under ``paths``; see the module docstring for the outputs.
 
     ``scheduler``: None (serial, in-process), a ``tcp://host:port`` Dask address or a Dask Client
     (one task per scan; models loaded once per worker; workers write to ``out_dir``: a shared disk).
-    ``stage`` names the progress lines and the run log; ``run_log``: JSON file for the timings,
-    device and scheduler of this run (None: only logged).
-    Raises DataError/ConfigError for bad models or when no input yields a scan.
+    ``stage`` names the progress lines, the run log and the lock message; ``run_log``: JSON file for
+    the timings, device and scheduler of this run (None: only logged). ``wait_s``: how long to wait
+    when another run holds ``out_dir`` (0: stop at once with a LockedError).
+    Raises DataError/ConfigError for a bad ``out_dir``, bad models or when no input yields a scan.
     """
+    with locked_out_dir(out_dir, wait_s, stage) as out:
+        return run_locked(paths, model, out, cfg, segmenter=segmenter, save_maps=save_maps, overwrite=overwrite,
+                          scheduler=scheduler, progress=progress, stage=stage, run_log=run_log)
+
+
+@contextlib.contextmanager
+def locked_out_dir(out_dir, wait_s: float = 0.0, what: str = "detect"):
+    """Check ``out_dir`` (one-line DataError when it is a file, under a file or not writable), then
+    hold its lock (:func:`pipeline.lock.output_lock`) for the body; yields ``out_dir`` as a Path."""
+    from pipeline.detect.discover import check_out_dir
+    from pipeline.lock import output_lock
+
+    out = check_out_dir(out_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(out, wait_s=wait_s, what=what))
+        except OSError as exc:
+            raise DataError(out, f"cannot create the output folder's lock file ({exc.strerror})") from None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(out, f"cannot create the output folder ({exc.strerror})") from None
+        yield out
+
+
+def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, save_maps: bool, overwrite: bool,
+               scheduler, progress: bool, stage: str, run_log) -> DetectResult:
+    """The body of :func:`run`; the caller holds ``out``'s lock (:func:`locked_out_dir`)."""
     from tqdm import tqdm
 
+    from pipeline.config import to_dict
     from pipeline.detect import outputs
+    from pipeline.detect.discover import discover
     from pipeline.detect.report import write_report
+    from pipeline.detect.scan import STEPS
+    from pipeline.utils import write_json, write_text
 
     cfg = cfg or DetectConfig()
     t0 = time.perf_counter()
-    out = Path(out_dir)
     cls_dir, seg_dir = resolve_model_dirs(model, segmenter)
-    jobs, problems = discover(paths)
+    found = discover(paths, out)
+    jobs, problems = found.jobs, found.problems
     for p, why in problems:
         log.warning("%s: %s", p, why)
     if not jobs:
         raise DataError(", ".join(str(p) for p in paths), "no scans found in the given paths")
     load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)  # fail early on bad models
-    out.mkdir(parents=True, exist_ok=True)
     key = run_key(cls_dir, seg_dir, cfg)
     key_file = out / "scans" / "run_key.txt"
-    stale = key_file.read_text().strip() != key if key_file.is_file() else any((out / "scans").glob("*.json"))
+    try:
+        old_key = key_file.read_text().strip() if key_file.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        old_key = ""
+    stale = old_key != key if old_key is not None else any((out / "scans").glob("*.json"))
     if not overwrite and stale:
         log.info("%s: models or detection params changed since its last run; redoing every scan", out)
         overwrite = True
     if overwrite and (out / "scans").is_dir():
         for old in (out / "scans").glob("*.json"):
             old.unlink()
-    from pipeline.utils import write_text
-
     write_text(key_file, key + "\n")
-    todo = [j for j in jobs if overwrite or not outputs.result_path(out, j.id).is_file()]
-    n_skip = len(jobs) - len(todo)
-    if n_skip:
-        log.info("%d of %d scans already done (scans/<id>.json); skipping them", n_skip, len(jobs))
-    args = (str(out), str(cls_dir) if cls_dir else None, str(seg_dir), cfg, save_maps)
-    bar = tqdm(total=len(todo), desc=stage, unit="scan", disable=not progress)
-    plog = ProgressLog(len(todo), stage, every_s=300.0 if progress else 30.0, logger=log, unit="scan")
+    args = (str(out), str(cls_dir) if cls_dir else None, str(seg_dir), cfg, save_maps, 5, key,
+            outputs.identity_index(out, key))
+    bar = tqdm(total=len(jobs), desc=stage, unit="scan", disable=not progress)
+    plog = ProgressLog(len(jobs), stage, every_s=300.0 if progress else 30.0, logger=log, unit="scan")
     done = []
     if scheduler is None:
-        for j in todo:
+        for j in jobs:
             done.append(process_one(j, *args))
             bar.update()
             plog.update()
@@ -254,7 +283,7 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
         client, own = _client(scheduler)
         try:
             futs = [client.submit(process_one, j, *args, pure=False, key=f"detect-{j.id}-{time.time_ns()}")
-                    for j in todo]
+                    for j in jobs]
             for fut in as_completed(futs):
                 done.append(fut.result())
                 bar.update()
@@ -263,76 +292,33 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
             if own:
                 client.close()
     bar.close()
-    findings, errors, records = outputs.collect(out, [j.id for j in jobs])
+    order = {j.rel: k for k, j in enumerate(jobs)}
+    done.sort(key=lambda d: order[d["scan"]])
+    n_reused = sum(d["status"] == "reused" for d in done)
+    if n_reused:
+        log.info("%d of %d scans already done (same content, models and params); reused", n_reused, len(jobs))
+    findings, errors, records = outputs.collect(out, done)
     errors = pd.concat([errors, pd.DataFrame(problems, columns=outputs.ERROR_COLUMNS)], ignore_index=True)
     outputs.write_tables(out, findings, errors)
-    from pipeline.config import to_dict
-    from pipeline.detect.scan import STEPS
-
-    dev = load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)[-1]
-    info = {"counts": {"scans": len(jobs), "ok": len(records), "failed": len(jobs) - len(records),
-                       "findings": len(findings), "bad_arguments": len(problems)},
-            "steps": list(STEPS),
-            "config": to_dict(cfg), "models": {"classifier": outputs.model_provenance(cls_dir),
-                                               "segmenter": outputs.model_provenance(seg_dir)}}
+    n_ok = len(records)
+    counts = {"inputs": found.n_inputs, "scans": len(jobs), "ok": n_ok, "failed": len(jobs) - n_ok,
+              "bad_arguments": len(problems), "duplicates": found.duplicates, "findings": len(findings)}
+    info = {"counts": counts, "steps": list(STEPS), "config": to_dict(cfg),
+            "models": {"classifier": outputs.model_provenance(cls_dir), "segmenter": outputs.model_provenance(seg_dir)}}
     write_report(out / "report.html", records, errors, info)
-    from pipeline.utils import write_json
-
     write_json(out / "run.json", info)
-    n_failed = len(jobs) - len(records) + len(problems)
+    dev = load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)[-1]
     seconds = time.perf_counter() - t0
-    details = {"out_dir": str(out), "scans": len(jobs), "processed": len(done), "skipped_done": n_skip,
-               "failed": n_failed, "seconds_total": round(seconds, 3), "device": str(dev),
+    details = {"out_dir": str(out), "inputs": found.n_inputs, "scans": len(jobs), "ok": n_ok,
+               "processed": sum(d["status"] == "ok" for d in done), "skipped_done": n_reused,
+               "failed": len(jobs) - n_ok, "paths_without_scans": len(problems), "duplicates": found.duplicates,
+               "seconds_total": round(seconds, 3), "device": str(dev),
                "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler", scheduler)),
-               "seconds_per_scan": outputs.timing_summary([r["seconds"] for r in done if r["status"] == "ok"]),
-               "per_scan": {r["id"]: {"status": r["status"], "seconds": r["seconds"], "device": r.get("device")}
-                            for r in sorted(done, key=lambda r: r["id"])}}
+               "seconds_per_scan": outputs.timing_summary([d["seconds"] for d in done if d["status"] == "ok"]),
+               "seconds_identity_reused": outputs.timing_summary(
+                   [d["seconds"] for d in done if d["status"] == "reused"]),
+               "per_scan": {d["scan"]: {"id": d["id"], "status": d["status"], "seconds": d["seconds"],
+                                        "device": d.get("device")} for d in done}}
     write_run_log(stage, details, run_log)
-    return DetectResult(out, len(jobs), len(records), n_failed, n_skip, findings, errors, seconds, info, details)
-
-
-def infer_subsets(cls_dir: Path | None, seg_dir: Path) -> list[int]:
-    """Test subsets the models were trained without (train.test_subsets, else patches.folds.test)."""
-    from pipeline.utils import read_json
-
-    for d in (cls_dir, seg_dir):
-        if d is None:
-            continue
-        c = read_json(Path(d) / "config.json")
-        subs = (c.get("train") or {}).get("test_subsets") or ((c.get("patches") or {}).get("folds") or {}).get("test")
-        if subs is not None:
-            return sorted(int(s) for s in ([subs] if isinstance(subs, int) else subs))
-    raise ConfigError("infer.subsets is null and the model config.json names no test subsets; set infer.subsets")
-
-
-def run_infer(luna_root, model, out_dir, cfg: DetectConfig | None = None, *, segmenter=None,
-              progress: bool = True, **kw) -> DetectResult:
-    """The ``infer`` stage: detect on the LUNA16 scans of ``cfg.subsets`` (default: the models' test
-    subsets), then write ``predictions.csv`` (LUNA16 submission) and ``seriesuids.csv`` (every scan of
-    those subsets, no header, failed ones included) next to ``findings.csv`` for the FROC, and
-    ``seg_metrics.json`` (the segmenter's validation Dice / AUC from its ``metrics.json``)."""
-    from pipeline.io.luna16 import index_root
-    from pipeline.utils import write_csv
-
-    cfg = cfg or DetectConfig()
-    cls_dir, seg_dir = resolve_model_dirs(model, segmenter)
-    subs = list(cfg.subsets) if cfg.subsets is not None else infer_subsets(cls_dir, seg_dir)
-    idx = index_root(luna_root)
-    sel = idx[idx["subset"].astype(int).isin(subs)]
-    if sel.empty:
-        raise DataError(luna_root, f"no scans in subsets {subs} (present: {sorted(idx['subset'].unique())})")
-    kw.setdefault("stage", "infer")
-    res = run(list(sel["path"]), model, out_dir, cfg, segmenter=segmenter, progress=progress, **kw)
-    pred = res.findings[["seriesuid", "coordX", "coordY", "coordZ", "probability"]]
-    write_csv(Path(out_dir) / "predictions.csv", pred, float_format="%.6g")
-    write_csv(Path(out_dir) / "seriesuids.csv", sel[["seriesuid"]], header=False)
-    res.run_info["subsets"] = subs
-    from pipeline.utils import read_json, write_json
-
-    write_json(Path(out_dir) / "run.json", res.run_info)
-    seg_metrics = Path(seg_dir) / "metrics.json"
-    if seg_metrics.is_file():  # the segmenter's own validation Dice/AUC, reported with the detection track
-        m = read_json(seg_metrics)
-        write_json(Path(out_dir) / "seg_metrics.json",
-                   {k: m[k] for k in ("best_val_dice", "val_auc", "best_epoch") if k in m})
-    return res
+    return DetectResult(out, len(jobs), n_ok, len(jobs) - n_ok, n_reused, findings, errors, seconds, info, details,
+                        n_inputs=found.n_inputs, n_no_scan=len(problems), n_duplicates=found.duplicates)

@@ -20,13 +20,20 @@ Outputs in --out: findings.csv (seriesuid,coordX,coordY,coordZ,probability = a L
 then diameter_mm, index_z/y/x (voxel of the original scan), seg_score, cls_score, scan), errors.csv
 (scan, reason), report.html + report/*.png, run.json (counts, detection params, model provenance;
 timings, device and scheduler go to logs/detect.json),
-scans/<id>.json (per-scan results; a rerun skips scans that have one, unless --overwrite),
+scans/<id>.json (per-scan results, keyed by the scan's content hash and the models + detection
+params: a rerun reuses the result of an identical scan, never one of a different scan that shares its
+file name, unless --overwrite),
 maps/<id>_prob.nii.gz + <id>_findings.nii.gz with --save-maps (original scan grid).
 Privacy: the only DICOM value written anywhere is the SeriesInstanceUID (the LUNA16 scan key);
 patient name/ID/dates are never read.
 
-Exit code: 0 all scans done, 3 some scans failed (listed in errors.csv), 1 none succeeded or bad
-arguments/models. Research software, not a medical device."""
+One run at a time writes --out (a lock file .<out>.lock next to it, released when the run ends,
+crash included): a second run stops at once with a message, or waits with --wait SECONDS.
+--out must not be a file; when it lies inside an input folder, its contents (and those of any other
+detect output folder) are never taken as input scans.
+
+Exit code: 0 all scans done, 3 some scans failed or a PATH held no scan (listed in errors.csv),
+1 none succeeded or bad arguments/models/--out, or another run holds --out. Research software, not a medical device."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -41,6 +48,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have scans/<id>.json")
     p.add_argument("--scheduler", default=None, help="Dask scheduler tcp://HOST:PORT (one task per scan)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another run is writing --out, wait up to SECONDS for it (default 0: stop at once)")
     add_params_arg(p)
 
 
@@ -58,13 +67,21 @@ def _config(args):
     return from_dict(DetectConfig, d, "infer")
 
 
+def summary_line(res) -> str:
+    """One line whose counts add up: PATHs -> scans (+ duplicates) = ok (reused) + failed, + PATHs
+    that held no scan."""
+    dup = f", {res.n_duplicates} more path(s) named a scan already listed (counted once)" if res.n_duplicates else ""
+    return (f"{res.n_inputs} path(s) -> {res.n_scans} scan(s){dup}: {res.n_ok} ok ({res.n_skipped} reused "
+            f"from an earlier run, {res.n_ok - res.n_skipped} processed), {res.n_failed} failed; "
+            f"{res.n_no_scan} path(s) held no scan; {len(res.findings)} findings -> {res.out_dir / 'findings.csv'}")
+
+
 def _summary(res, max_failures: int = 0) -> int:
     log = logging.getLogger("pipeline.detect")
-    log.info("%d scan(s): %d ok (%d already done), %d failed; %d findings -> %s", res.n_scans, res.n_ok,
-             res.n_skipped, res.n_failed, len(res.findings), res.out_dir / "findings.csv")
-    if res.n_failed:
+    log.info("%s", summary_line(res))
+    if res.n_failed or res.n_no_scan:
         log.warning("failures listed in %s", res.out_dir / "errors.csv")
-    if res.exit_code == 3 and res.n_failed <= max_failures:
+    if res.exit_code == 3 and res.n_failed + res.n_no_scan <= max_failures:
         return 0
     return res.exit_code
 
@@ -76,18 +93,18 @@ def _detect(args) -> int:
     cfg = _config(args)
     res = run(args.paths, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
               overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
-              run_log=run_log_path("detect"))
+              run_log=run_log_path("detect"), wait_s=args.wait)
     return _summary(res)
 
 
 def _infer(args) -> int:
-    from pipeline.detect.batch import run_infer
+    from pipeline.detect.infer import run_infer
     from pipeline.runlog import run_log_path
 
     cfg = _config(args)
     res = run_infer(args.luna, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
                     overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
-                    run_log=run_log_path("infer"))
+                    run_log=run_log_path("infer"), wait_s=args.wait)
     return _summary(res, int(cfg.max_failures))
 
 

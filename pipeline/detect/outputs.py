@@ -3,8 +3,13 @@ the aggregated ``findings.csv`` / ``errors.csv`` and ``run.json``. Every file is
 They hold results only, no timings or device/host details (those go to the run log), so the same
 scans and models give the same bytes on every run.
 
-Privacy: only the SeriesInstanceUID (the LUNA16 scan key), the input path given by the user and
-non-identifying geometry go into these files; no other DICOM header value is ever read.
+Reuse: ``scans/<id>.json`` holds the scan's content ``identity`` (:mod:`pipeline.detect.identity`)
+and the ``run_key`` of the models + params; a rerun reuses it only when both match, and a scan
+whose name clashes with a different scan's result writes to ``<id>-<content hash prefix>``.
+
+Privacy: only the SeriesInstanceUID (the LUNA16 scan key), the input path given by the user,
+non-identifying geometry and a sha256 of the scan's bytes go into these files; no other DICOM
+header value is ever read.
 """
 from __future__ import annotations
 
@@ -36,9 +41,58 @@ def error_path(out_dir: Path, scan_id: str) -> Path:
     return Path(out_dir) / "scans" / f"{scan_id}.error.json"
 
 
+def read_result(out_dir: Path, scan_id: str) -> dict | None:
+    """The per-scan result ``scans/<id>.json``, or None when absent or unreadable (a damaged file
+    is redone, never trusted)."""
+    p = result_path(out_dir, scan_id)
+    try:
+        rec = read_json(p)
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("status") == "ok" and "findings" in rec else None
+
+
+def claim_id(out_dir: Path, base_id: str, identity: str) -> str:
+    """The id a scan of content ``identity`` writes its result under: ``base_id`` unless that slot
+    holds the result of a different scan (same file name, other content), then
+    ``<base_id>-<identity prefix>``, so results of different scans never overwrite each other."""
+    alt = f"{base_id}-{identity.split(':', 1)[-1][:12]}"
+    for sid in (base_id, alt):
+        rec = read_result(out_dir, sid)
+        if rec is None or rec.get("identity") in (None, identity):
+            return sid
+    return alt
+
+
+def identity_index(out_dir: Path, run_key: str) -> dict[str, str]:
+    """``{identity: id}`` of the per-scan results in ``scans/`` made under ``run_key``: an identical
+    scan met under another name (or another id after a name clash) reuses its result."""
+    index: dict[str, str] = {}
+    for p in sorted(Path(out_dir, "scans").glob("*.json")):
+        if p.name.endswith(".error.json"):
+            continue
+        rec = read_result(out_dir, p.stem)
+        if rec is not None and rec.get("run_key") == run_key and rec.get("identity") and rec.get("id") == p.stem:
+            index.setdefault(rec["identity"], p.stem)
+    return index
+
+
+def reusable(out_dir: Path, scan_id: str, identity: str, run_key: str, save_maps: bool) -> bool:
+    """True when ``scans/<id>.json`` is the result of this very content under these models and
+    params (``run_key``) and the files it refers to (crops, and maps when asked for) exist."""
+    rec = read_result(out_dir, scan_id)
+    if rec is None or rec.get("identity") != identity or rec.get("run_key") != run_key:
+        return False
+    out = Path(out_dir)
+    if not all((out / c).is_file() for c in rec.get("crops", [])):
+        return False
+    return not save_maps or all((out / "maps" / f"{scan_id}_{k}.nii.gz").is_file() for k in ("prob", "findings"))
+
+
 def write_scan_result(out_dir: Path, scan_id: str, rel: str, res: ScanFindings,
                       extra: dict | None = None) -> Path:
-    """``scans/<id>.json``: the findings of one scan; its presence marks the scan done."""
+    """``scans/<id>.json``: the findings of one scan, with the ``identity`` of its content and the
+    ``run_key`` of the models + params in ``extra``: the pair under which it is reused."""
     err = error_path(out_dir, scan_id)
     if err.exists():
         err.unlink()
@@ -108,18 +162,21 @@ def write_maps(maps_dir: Path, scan_id: str, res: ScanFindings) -> tuple[Path, P
     return out[0], out[1]
 
 
-def collect(out_dir: Path, scan_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """(findings, errors, per-scan records) of ``scan_ids`` from the per-scan files."""
+def collect(out_dir: Path, done: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """(findings, errors, per-scan records) of the scans of this run, in the order given.
+
+    ``done``: one ``{id, scan, status, reason}`` per scan (``status`` ok / reused / failed); the
+    ``scan`` column shows the path given in this run (a reused result may come from a copy)."""
     rows, errs, recs = [], [], []
-    for sid in scan_ids:
-        rp, ep = result_path(out_dir, sid), error_path(out_dir, sid)
-        if rp.is_file():
-            rec = read_json(rp)
-            recs.append(rec)
-            rows += [{**f, "scan": rec["scan"]} for f in rec["findings"]]
-        elif ep.is_file():
-            e = read_json(ep)
-            errs.append({"scan": e["scan"], "reason": e["reason"]})
+    for d in done:
+        rec = read_result(out_dir, d["id"]) if d["status"] != "failed" else None
+        if rec is None:
+            reason = d.get("reason") or f"{d['scan']}: result file scans/{d['id']}.json unreadable"
+            errs.append({"scan": d["scan"], "reason": reason})
+            continue
+        rec = {**rec, "scan": d["scan"]}
+        recs.append(rec)
+        rows += [{**f, "scan": rec["scan"]} for f in rec["findings"]]
     findings = pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
     if len(findings):
         findings = findings.sort_values(["scan", "probability"], ascending=[True, False], kind="stable")

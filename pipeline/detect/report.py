@@ -103,13 +103,17 @@ def _fmt(v, nd=3) -> str:
 
 def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info: dict) -> Path:
     """``report.html``: summary table (one row per scan), errors, then per scan its findings + crops."""
-    from pipeline.utils import write_text
+    from pipeline.utils import atomic_path
 
     e = html.escape
     style = ("body{font-family:sans-serif;margin:1.5em;max-width:1100px}table{border-collapse:collapse;"
              "font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
              "td.l,th.l{text-align:left}img{max-width:100%;display:block;margin:4px 0 12px}")
-    intro = (f"{len(records)} scan(s) processed, {len(errors)} failed; "
+    c = run_info.get("counts", {})
+    n_fail = c.get("failed", len(errors))
+    dup = f" ({c['duplicates']} more path(s) named a scan already listed)" if c.get("duplicates") else ""
+    intro = (f"{c.get('inputs', '?')} path(s) given{dup}: {c.get('scans', len(records) + n_fail)} scan(s), "
+             f"{len(records)} done, {n_fail} failed; {c.get('bad_arguments', 0)} path(s) held no scan; "
              f"combine = {e(str(run_info.get('config', {}).get('combine')))}. Research software: not for "
              "clinical use.")
     head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>top p</th>"
@@ -141,4 +145,6 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
             parts.append("</table>")
         parts += [f"<img src='{e(png)}' alt='finding crops'>" for png in r.get("crops", [])]
     parts.append("</body></html>")
-    return write_text(path, "\n".join(parts) + "\n")
+    with atomic_path(path) as tmp:  # UTF-8 whatever the locale: paths may hold any character
+        tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return Path(path)
