@@ -64,6 +64,9 @@ def make_figures(out_dir: Path, which: tuple[str, ...] = FIGURES, *, luna: Path 
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipeline.cliutil import check_output_dir
+
+    check_output_dir(args.out)
     which = tuple(w.strip() for w in args.which.split(",") if w.strip())
     for p in make_figures(Path(args.out), which, luna=Path(args.luna), patches=Path(args.patches),
                           eval_dir=Path(args.eval), report=Path(args.report)):

@@ -3,27 +3,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
-from pipeline.cliutil import add_params_arg, params_section
+from pipeline.cliutil import (
+    add_params_arg,
+    check_input_dir,
+    check_input_file,
+    check_output_dir,
+    params_section,
+)
 
 
 def _froc(args: argparse.Namespace) -> int:
     from pipeline.evaluate.froc import froc
-    from pipeline.evaluate.stage import write_froc_outputs
-    from pipeline.io.luna16 import read_annotations, read_predictions, read_seriesuids
+    from pipeline.evaluate.stage import read_scored_uids, write_froc_outputs
+    from pipeline.io.luna16 import read_annotations, read_predictions
 
+    for flag in ("annotations", "excluded", "seriesuids", "predictions"):
+        if getattr(args, flag) is not None:
+            check_input_file(getattr(args, flag), f"--{flag}", "CSV file")
+    check_output_dir(args.out)
+    if args.bootstrap < 0:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {args.bootstrap}")
     ann = read_annotations(args.annotations)
     exc = read_annotations(args.excluded) if args.excluded else None
     pred = read_predictions(args.predictions)
     pred.attrs["path"] = str(args.predictions)
-    res = froc(ann, exc, read_seriesuids(args.seriesuids), pred, max_marks=args.max_marks,
-               bootstrap=args.bootstrap, seed=args.seed)
+    uids = read_scored_uids([Path(args.seriesuids)])
+    res = froc(ann, exc, uids, pred, max_marks=args.max_marks, bootstrap=args.bootstrap, seed=args.seed)
     write_froc_outputs(res, args.out)
     m = res.to_metrics()
     print(json.dumps({"cpm": m["cpm"], "sensitivity": m["sensitivity"], "cpm_ci": m["ci"]["cpm"],
                       "counts": m["counts"]}, indent=2))
     return 0
+
+
+TRACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _parse_tracks(values: list[str]) -> dict[str, list[Path]]:
@@ -34,8 +52,12 @@ def _parse_tracks(values: list[str]) -> dict[str, list[Path]]:
         name, sep, dirs = v.partition("=")
         if not sep or not name.strip() or not dirs.strip():
             raise ConfigError(f"--track {v!r}: expected NAME=DIR[,DIR2...], e.g. fpr=data/fpr_predictions")
+        name = name.strip()
+        if not TRACK_NAME.fullmatch(name):
+            raise ConfigError(f"--track {v!r}: NAME must be letters, digits, '_' or '-' (it names the "
+                              "folder OUT/NAME), e.g. fpr=data/predict/fpr")
         paths = [Path(d.strip()) for d in dirs.split(",") if d.strip()]
-        tracks.setdefault(name.strip(), []).extend(paths)
+        tracks.setdefault(name, []).extend(paths)
     return tracks
 
 
@@ -44,6 +66,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluate.stage import EvaluateConfig, run
 
     tracks = _parse_tracks(args.track)
+    luna = check_input_dir(args.luna, "--luna", "LUNA16 root folder")
+    check_input_file(luna / "annotations.csv", "--luna", "annotations.csv")
+    check_output_dir(args.out)
     values = params_section(args, "evaluate")
     for key in ("bootstrap", "seed", "max_marks", "threshold"):
         if getattr(args, key) is not None:

@@ -117,10 +117,10 @@ def froc(annotations_df: pd.DataFrame, excluded_df: pd.DataFrame | None, seriesu
     """
     uids = [str(u).strip() for u in seriesuids]
     if not uids:
-        raise ValueError("seriesuids: empty list of scans")
+        raise DataError("seriesuids", "empty list of scans")
     dup = pd.Index(uids)[pd.Index(uids).duplicated()]
     if len(dup):
-        raise ValueError(f"seriesuids: {dup[0]} is listed twice (pooled folds must be disjoint)")
+        raise DataError("seriesuids", f"{dup[0]} is listed twice (pooled folds must be disjoint)")
     ann = _check_table(annotations_df, ["seriesuid"] + COORDS + ["diameter_mm"], "annotations")
     exc = _check_table(excluded_df if excluded_df is not None else ann.iloc[:0],
                        ["seriesuid"] + COORDS + ["diameter_mm"], "annotations_excluded")

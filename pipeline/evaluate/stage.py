@@ -119,23 +119,59 @@ def expand_track_dirs(dirs: list[Path]) -> list[Path]:
     return out
 
 
+def read_scored_uids(paths: list[Path]) -> list[str]:
+    """The scored scans of one or more ``seriesuids.csv`` files (pooled folds, in order).
+
+    A scan listed twice, in one file or in two pooled folds, is an error naming the file(s): the
+    official LUNA16 script would count that scan's nodules and false positives twice (and the scan
+    twice in the FPs/scan divisor), and in pooled cross-validation folds it means the folds overlap
+    (a leak), so neither the official number nor a silently de-duplicated one is what was meant.
+    """
+    from pipeline.io.luna16 import read_seriesuids
+
+    seen: dict[str, Path] = {}
+    uids: list[str] = []
+    for path in paths:
+        try:
+            listed = read_seriesuids(path)
+        except UnicodeDecodeError:
+            raise DataError(path, "not a text file (expected one series UID per line)") from None
+        for u in listed:
+            if u in seen:
+                where = "twice in this file" if seen[u] == path else f"also in {seen[u]} (pooled folds must be disjoint)"
+                raise DataError(path, f"seriesuid {u} is listed {where}; each scan may be scored only once")
+            seen[u] = path
+        uids += listed
+    return uids
+
+
+def _read_seg(path: Path) -> dict[str, Any]:
+    try:
+        seg = read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(path, f"not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(seg, dict):
+        raise DataError(path, "expected a JSON object of segmentation metrics")
+    return seg
+
+
 def load_track(dirs: list[Path]) -> dict[str, Any]:
     """Pool one track's folders (see :func:`expand_track_dirs`): dirs (the folders pooled), predictions
     (DataFrame), seriesuids (list), scored (DataFrame|None), seg (dict|None)."""
-    from pipeline.io.luna16 import PREDICTION_COLUMNS, read_seriesuids
+    from pipeline.io.luna16 import PREDICTION_COLUMNS
 
-    preds, uids, scored, segs = [], [], [], []
+    preds, scored, segs = [], [], []
     dirs = expand_track_dirs(dirs)
     for d in dirs:
         for name in ("predictions.csv", "seriesuids.csv"):
             if not (d / name).is_file():
                 raise DataError(d / name, "no such file (a track folder needs predictions.csv and seriesuids.csv)")
         preds.append(_read_csv(d / "predictions.csv", PREDICTION_COLUMNS))
-        uids += read_seriesuids(d / "seriesuids.csv")
         if (d / "scored.csv").is_file():
             scored.append(_read_csv(d / "scored.csv", ["seriesuid", "candidate", "label", "probability"]))
         if (d / "seg_metrics.json").is_file():
-            segs.append(read_json(d / "seg_metrics.json"))
+            segs.append(_read_seg(d / "seg_metrics.json"))
+    uids = read_scored_uids([d / "seriesuids.csv" for d in dirs])
     pred = pd.concat(preds, ignore_index=True)
     pred.attrs["path"] = str(dirs[0] / "predictions.csv") if len(dirs) == 1 else \
         "+".join(str(Path(d) / "predictions.csv") for d in dirs)
@@ -171,6 +207,8 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
 
     if not tracks:
         raise ConfigError("no track given; use --track fpr=DIR[,DIR2] and/or --track detection=DIR")
+    # every input is read and checked before anything is computed or written
+    loaded = {name: load_track([Path(d) for d in dirs]) for name, dirs in tracks.items()}
     luna = Path(luna_dir)
     ann = read_annotations(luna / "annotations.csv")
     exc_path = luna / "annotations_excluded.csv"
@@ -182,8 +220,7 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
     out = Path(out_dir)
     flat: dict[str, Any] = {}
     results: dict[str, Any] = {}
-    for name, dirs in tracks.items():
-        data = load_track([Path(d) for d in dirs])
+    for name, data in loaded.items():
         res = froc(ann, exc, data["seriesuids"], data["predictions"], max_marks=cfg.max_marks,
                    bootstrap=cfg.bootstrap, seed=cfg.seed)
         extra: dict[str, Any] = {"folds": [str(d) for d in data["dirs"]]}

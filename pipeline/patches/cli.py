@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cliutil import add_params_arg, existing_path, params_section
+from pipeline.cliutil import add_params_arg, check_input_dir, check_output_dir, params_section
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -11,6 +11,9 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.patches.config import PatchesConfig
     from pipeline.patches.stage import run
 
+    check_input_dir(args.luna, "--luna", "LUNA16 root folder")
+    check_input_dir(args.preprocessed, "--preprocessed", "preprocess output folder")
+    check_output_dir(args.out)
     params = params_section(args, "patches")
     if args.workers is not None:
         params["workers"] = args.workers
@@ -29,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("patches", help="candidate patches (3D cubes, 2D/2.5D planes) -> data/patches",
                               description="Cut 3D cubes and 3-channel planes around every candidate, "
                                           "split by LUNA16 subset, write shards + index.csv.")
-    p.add_argument("--luna", "--luna-root", dest="luna", type=existing_path, default="data/luna16",
+    p.add_argument("--luna", "--luna-root", dest="luna", default="data/luna16",
                    help="LUNA16 root (candidates.csv, annotations.csv, subset*/)")
-    p.add_argument("--preprocessed", type=existing_path, default="data/preprocessed",
+    p.add_argument("--preprocessed", default="data/preprocessed",
                    help="output of the preprocess stage")
     p.add_argument("--out", default="data/patches", help="output folder (default data/patches)")
     p.add_argument("--workers", type=int, default=None, help="processes (overrides params)")

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cliutil import add_params_arg, existing_path, params_section
+from pipeline.cliutil import (
+    add_params_arg,
+    check_input_dir,
+    check_not_inside,
+    check_output_dir,
+    params_section,
+)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -12,6 +18,9 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.preprocess.stage import run
     from pipeline.runlog import run_log_path
 
+    check_input_dir(args.luna, "--luna", "LUNA16 root folder")
+    check_output_dir(args.out)
+    check_not_inside(args.out, args.luna, "--out", "--luna")
     params = params_section(args, "preprocess")
     for key in ("workers", "scheduler", "max_failures"):
         if getattr(args, key) is not None:
@@ -28,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("preprocess", help="HU window, resample, lung mask -> data/preprocessed",
                               description="Window HU, resample every LUNA16 scan to the target spacing, "
                                           "compute lung masks; resumable and parallel.")
-    p.add_argument("--luna", "--luna-root", dest="luna", type=existing_path, default="data/luna16",
+    p.add_argument("--luna", "--luna-root", dest="luna", default="data/luna16",
                    help="LUNA16 root with subset*/<uid>.mhd (default data/luna16)")
     p.add_argument("--out", default="data/preprocessed", help="output folder (default data/preprocessed)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (overrides params)")

@@ -3,11 +3,16 @@
 Parallelism: a local ``ProcessPoolExecutor`` (``workers`` processes, forkserver start so
 no SimpleITK thread pool is inherited through ``fork``), or a Dask distributed cluster
 (``scheduler="tcp://..."`` or a ``dask.distributed.Client``) via ``client.map`` +
-``as_completed``. Each task writes its own files; the parent only collects small dicts.
+``as_completed``. Each task writes its own files; the parent only collects small dicts. Local
+workers die with the main process, even after a ``kill -9`` (:mod:`pipeline.preprocess.pool`).
 
-Resuming: a scan is skipped when its three files exist and its sidecar (written last)
-carries the current ``params_hash``; a killed run therefore restarts where it stopped and
-ends with the same bytes as an uninterrupted run.
+One writer per output folder: a run holds :func:`pipeline.lock.output_lock` on ``out_dir``; a
+second run on the same folder stops at once with a one-line error.
+
+Resuming: a scan is skipped when its three files exist and are intact (readable, the sizes and
+shapes their headers and the sidecar promise) and its sidecar (written last) carries the current
+``params_hash``; a killed run therefore restarts where it stopped and ends with the same bytes as
+an uninterrupted run, and a zero-byte or truncated file is computed again, never loaded.
 
 Outputs are content only: ``manifest.csv`` (sorted by subset, seriesuid; status ``ok`` whether a
 scan was computed now or reused), ``failures.csv`` and ``summary.json`` hold no timings, process
@@ -36,6 +41,7 @@ import pandas as pd
 
 from pipeline.errors import DataError, PipelineError
 from pipeline.io.luna16 import index_root
+from pipeline.lock import output_lock
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.storage import is_done, paths_for, write_outputs
 from pipeline.progress import ProgressLog
@@ -124,12 +130,11 @@ def _iter_results(tasks: list[tuple], out_dir: str, cfg: PreprocessConfig, worke
             if isinstance(scheduler, str):
                 client.close()
     elif workers > 1 and len(tasks) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures import as_completed as cf_completed
 
-        ctx = mp.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        from pipeline.preprocess.pool import worker_pool
+
+        with worker_pool(min(workers, len(tasks))) as pool:
             futs = [pool.submit(process_one, *t, out_dir, cfg) for t in tasks]
             for fut in cf_completed(futs):
                 yield fut.result()
@@ -154,19 +159,53 @@ def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
         :class:`PreprocessResult`; ``manifest.csv``, ``failures.csv`` and ``summary.json``
         are written to ``out_dir``.
 
+    One writer per output folder: the run holds ``output_lock(out_dir)`` (an flock on the sibling
+    ``.<name>.lock``, released by the kernel however the process ends); a second run on the same folder
+    stops at once with :class:`~pipeline.lock.LockedError`.
+
+    Rerun consistency: a scan whose files are missing, zero-byte, truncated or inconsistent is
+    computed again (:func:`~pipeline.preprocess.storage.is_done`); ``manifest.csv``/``failures.csv``
+    list exactly the scans of this input. Files of scans no longer in the input are kept on disk
+    (warning logged) but are not in the manifest, so downstream stages ignore them.
+
     Raises:
         PipelineError: more than ``cfg.max_failures`` scans failed (outputs still written).
+        LockedError: another run holds ``out_dir``.
+        DataError: ``out_dir`` is a file, or ``luna_root`` is not a LUNA16 root.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "preprocess output must be a folder, but an existing file has this name")
+    above = next(a for a in Path(os.path.abspath(out)).parents if a.exists())
+    if not above.is_dir():
+        raise DataError(out, f"preprocess output folder cannot be created: {above} is a file")
+    index = index_root(luna_root)
+    with output_lock(out, what="preprocess"):
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_locked(index, out, cfg, workers, scheduler, progress, run_log)
+
+
+def _orphans(out: Path, uids: set[str]) -> list[str]:
+    """Seriesuids with a sidecar in ``out`` but no scan in the input any more."""
+    found = {f.name[:-5] for f in out.glob("*.json")
+             if f.name not in ("summary.json",) and not f.name.startswith(".")}
+    return sorted(found - uids)
+
+
+def _run_locked(index: pd.DataFrame, out: Path, cfg: PreprocessConfig, workers: int | None, scheduler: Any,
+                progress: bool, run_log: str | os.PathLike | None) -> PreprocessResult:
     from tqdm import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".tmp-*"):  # left by a killed run (atomic writes never finished)
         stale.unlink(missing_ok=True)
-    index = index_root(luna_root)
     workers = int(workers or cfg.workers)
     scheduler = scheduler if scheduler is not None else cfg.scheduler
     tasks = [(r.seriesuid, int(r.subset), str(r.path)) for r in index.itertuples()]
+    orphans = _orphans(out, {t[0] for t in tasks})
+    if orphans:
+        log.warning("%s: %d preprocessed scan(s) are no longer in the input (first: %s); their files are "
+                    "kept but not listed in manifest.csv, so later stages ignore them", out, len(orphans),
+                    orphans[0])
     t0 = time.perf_counter()
     results = []
     plog = ProgressLog(len(tasks), "preprocess", every_s=300.0 if progress else 30.0, logger=log, unit="scan")

@@ -52,20 +52,46 @@ def write_outputs(out_dir: str | os.PathLike, seriesuid: str, array_zyx: np.ndar
     write_json(p["sidecar"], sidecar)
 
 
+CORRUPT = "truncated or corrupt preprocessed {what}; rerun preprocess"
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def _read_sidecar(path: Path) -> dict:
+    side = read_json(path)
+    if not isinstance(side, dict):
+        raise TypeError("sidecar is not a JSON object")
+    return side
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Memory-map ``path`` and check it against the sidecar: shape, dtype and the file size the
+    header implies (a truncated or padded file is refused). Raises ValueError/EOFError/OSError."""
+    arr = np.load(path, mmap_mode="r")
+    if not isinstance(arr, np.memmap) or arr.shape != tuple(shape) or arr.dtype != dtype:
+        raise ValueError(f"array {getattr(arr, 'shape', '?')} {getattr(arr, 'dtype', '?')} does not match "
+                         f"the sidecar ({tuple(shape)} {np.dtype(dtype)})")
+    if arr.offset + arr.nbytes != path.stat().st_size:
+        raise ValueError(f"file size {path.stat().st_size} bytes, expected {arr.offset + arr.nbytes}")
+    return arr
+
+
 def is_done(out_dir: str | os.PathLike, seriesuid: str, params_hash: str) -> bool:
-    """True when all three files exist, the sidecar has ``params_hash`` and shapes agree."""
+    """True when all three files exist and are intact: the sidecar is a readable JSON object of this
+    scan with ``params_hash``, and both arrays have the sidecar's shape, the expected dtypes and the
+    exact file size their headers imply. Anything unreadable, truncated (a zero-byte file left by a
+    crash included) or mismatched is "not done", so the scan is computed again."""
     p = paths_for(out_dir, seriesuid)
     if not all(f.is_file() for f in p.values()):
         return False
     try:
-        side = read_json(p["sidecar"])
-        if side.get("params_hash") != params_hash:
+        side = _read_sidecar(p["sidecar"])
+        if side.get("params_hash") != params_hash or side.get("seriesuid", seriesuid) != seriesuid:
             return False
-        shape = tuple(side["geometry"]["shape_zyx"])
-        a = np.load(p["array"], mmap_mode="r")
-        m = np.load(p["lung"], mmap_mode="r")
-        return a.shape == shape and m.shape == shape and a.dtype == np.int16 and m.dtype == np.uint8
-    except (ValueError, KeyError, OSError):
+        shape = tuple(int(n) for n in side["geometry"]["shape_zyx"])
+        _open_npy(p["array"], shape, np.int16)
+        _open_npy(p["lung"], shape, np.uint8)
+        return True
+    except _READ_ERRORS:
         return False
 
 
@@ -77,16 +103,24 @@ def load_preprocessed(out_dir: str | os.PathLike, seriesuid: str) -> LoadedScan:
         :class:`Geometry`, sidecar dict).
 
     Raises:
-        DataError: files missing or inconsistent with the sidecar.
+        DataError: a file missing, unreadable, truncated or inconsistent with the sidecar (one line
+            naming the file; never an ``EOFError``/``ValueError`` from numpy).
     """
     p = paths_for(out_dir, seriesuid)
     for f in (p["sidecar"], p["array"], p["lung"]):
         if not f.is_file():
             raise DataError(f, "preprocessed file missing (was the scan preprocessed successfully?)")
-    side = read_json(p["sidecar"])
-    geom = Geometry.from_dict(side["geometry"])
-    arr = np.load(p["array"], mmap_mode="r")
-    lung = np.load(p["lung"], mmap_mode="r")
-    if arr.shape != geom.shape_zyx or lung.shape != geom.shape_zyx:
-        raise DataError(p["array"], f"shape {arr.shape}/{lung.shape} != sidecar shape_zyx {geom.shape_zyx}")
-    return LoadedScan(arr, lung, geom, side)
+    try:
+        side = _read_sidecar(p["sidecar"])
+        geom = Geometry.from_dict(side["geometry"])
+    except _READ_ERRORS:
+        raise DataError(p["sidecar"], CORRUPT.format(what="sidecar")) from None
+    arrays = []
+    for key, dtype in (("array", np.int16), ("lung", np.uint8)):
+        try:
+            arrays.append(_open_npy(p[key], geom.shape_zyx, dtype))
+        except _READ_ERRORS as exc:
+            detail = f" ({exc})" if isinstance(exc, ValueError) and "sidecar" in str(exc) else ""
+            raise DataError(p[key], CORRUPT.format(what="array" if key == "array" else "lung mask")
+                            + detail) from None
+    return LoadedScan(arrays[0], arrays[1], geom, side)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cliutil import add_params_arg, params_section
+from pipeline.cliutil import add_params_arg, check_output_dir, params_section
 
 
 def register(subparsers) -> None:
@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.synth.config import SynthConfig
     from pipeline.synth.generate import generate
 
+    check_output_dir(args.out)
     values = params_section(args, "synth")
     for key in ("scans", "seed", "subsets"):
         if getattr(args, key) is not None:

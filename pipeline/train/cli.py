@@ -5,7 +5,13 @@ import argparse
 import json
 import os
 
-from pipeline.cliutil import add_params_arg, params_section
+from pipeline.cliutil import (
+    add_params_arg,
+    check_input_dir,
+    check_input_file,
+    check_output_dir,
+    params_section,
+)
 
 
 def _subsets(value: str) -> list[int]:
@@ -13,6 +19,12 @@ def _subsets(value: str) -> list[int]:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r}: expected comma-separated subset numbers, e.g. 0,1") from None
+
+
+def _check_patches(path: str) -> None:
+    """--patches: the patches stage's folder with its index.csv (checked before anything is written)."""
+    d = check_input_dir(path, "--patches", "patches folder (output of the patches stage)")
+    check_input_file(d / "index.csv", "--patches", "patch index (run the patches stage)")
 
 
 OVERRIDES = ("epochs", "batch_size", "lr", "strategy", "encoder", "weights", "precision", "device",
@@ -26,6 +38,10 @@ def _train(args: argparse.Namespace) -> int:
     from pipeline.train.config import SegTrainConfig, TrainConfig
 
     seg = args.task == "segmenter"
+    _check_patches(args.patches)
+    for flag in ("out", "live"):
+        if getattr(args, flag):
+            check_output_dir(getattr(args, flag), f"--{flag}")
     section = "train_seg" if seg else "train"
     values = params_section(args, section)
     for key in OVERRIDES:
@@ -55,6 +71,12 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pipeline.train.predict import predict
 
+    model = check_input_dir(args.model, "--model", "model folder (output of train)")
+    check_input_file(model / "config.json", "--model", "model config (run the train stage)")
+    _check_patches(args.patches)
+    if args.luna is not None:
+        check_input_dir(args.luna, "--luna", "LUNA16 root folder")
+    check_output_dir(args.out)
     res = predict(args.model, args.patches, args.out, split=args.split, subsets=args.subsets,
                   luna_root=args.luna, device=args.device, batch_size=args.batch_size)
     print(json.dumps({"candidates": res.n_candidates, "scans": res.n_scans, "subsets": res.subsets,

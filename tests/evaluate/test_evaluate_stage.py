@@ -69,8 +69,11 @@ def test_evaluate_pools_folds_and_writes_dvc_outputs(tmp_path):
 def test_evaluate_errors(tmp_path, capsys):
     luna = write_luna(tmp_path / "luna")
     assert main(["evaluate", "--luna", str(luna), "--track", f"fpr={tmp_path / 'nope'}", "--out",
-                 str(tmp_path / "o"), "--params", str(tmp_path / "none.yaml")]) == 1
+                 str(tmp_path / "o")]) == 1
     assert "track folder does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--luna", str(luna), "--track", f"fpr={tmp_path}", "--out",
+                 str(tmp_path / "o"), "--params", str(tmp_path / "none.yaml")]) == 1
+    assert "none.yaml: params file not found" in capsys.readouterr().err
     f0 = write_fold(tmp_path / "f0", UIDS, [True] * 6)
     bad = tmp_path / "bad.yaml"
     bad.write_text("evaluate:\n  bootstrapp: 5\n")

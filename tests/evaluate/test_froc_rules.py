@@ -191,9 +191,9 @@ def test_bad_probability_is_an_error_naming_file_and_row(bad):
 def test_nan_coordinate_and_duplicate_uid_are_errors():
     with pytest.raises(DataError, match="row 2: column coordY"):
         run(A([]), P([("1.1", 0, float("nan"), 0, 0.5)]), ["1.1"])
-    with pytest.raises(ValueError, match="listed twice"):
+    with pytest.raises(DataError, match="listed twice"):
         run(A([]), P([]), ["1.1", "1.1"])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(DataError, match="empty"):
         run(A([]), P([]), [])
 
 

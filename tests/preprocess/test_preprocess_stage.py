@@ -29,6 +29,13 @@ def luna(tmp_path_factory):
     return write_luna_root(tmp_path_factory.mktemp("luna"), UIDS, **SMALL)
 
 
+def _defaults(tmp_path: Path) -> Path:
+    """An empty params file: the built-in defaults (a --params file that does not exist is an error)."""
+    p = tmp_path / "defaults.yaml"
+    p.write_text("{}\n")
+    return p
+
+
 def _outputs(d: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.suffix in (".npy", ".json")
             and p.name != "summary.json"}
@@ -96,7 +103,7 @@ def test_resume_skips_done_scans_and_recomputes_on_param_change(luna, clean_run,
 def test_kill_then_restart_gives_identical_outputs(luna, clean_run, tmp_path):
     out = tmp_path / "pre"
     cmd = [sys.executable, "-m", "pipeline", "preprocess", "--luna", str(luna), "--out", str(out),
-           "--workers", "1", "--no-progress", "--params", str(tmp_path / "none.yaml")]
+           "--workers", "1", "--no-progress", "--params", str(_defaults(tmp_path))]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -149,7 +156,7 @@ def test_bad_scans_reported_others_processed(luna, tmp_path):
         run(root, tmp_path / "pre2", PreprocessConfig(workers=1, max_failures=1), progress=False)
     rc = subprocess.run([sys.executable, "-m", "pipeline", "preprocess", "--luna", str(root), "--out",
                          str(tmp_path / "pre3"), "--max-failures", "0", "--no-progress", "--workers", "1",
-                         "--params", str(tmp_path / "none.yaml")], cwd=REPO, capture_output=True, text=True)
+                         "--params", str(_defaults(tmp_path))], cwd=REPO, capture_output=True, text=True)
     assert rc.returncode == 1 and "failures.csv" in rc.stderr
 
 
