@@ -42,26 +42,28 @@ def _umask() -> int:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically (sorted keys, indent 2)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
     return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically (whatever the locale: paths in reports may be non-ASCII)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_csv(path: str | os.PathLike, df: Any, **kwargs: Any) -> Path:
     """Write a pandas DataFrame as CSV atomically (no index)."""
     kwargs.setdefault("index", False)
+    kwargs.setdefault("encoding", "utf-8")
     with atomic_path(path, suffix=".csv") as tmp:
         df.to_csv(tmp, **kwargs)
     return Path(path)
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _json_default(o: Any) -> Any:
