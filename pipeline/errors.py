@@ -23,3 +23,6 @@ class DataError(PipelineError):
         self.path = str(path) if path is not None else ""
         self.reason = " ".join(str(reason).split())  # keep it on one line
         super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
+
+    def __reduce__(self):  # picklable, so a worker process can hand it back to its pool
+        return (type(self), (self.path or None, self.reason))

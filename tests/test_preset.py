@@ -71,13 +71,15 @@ def test_preset_sets_the_overlay_and_keeps_everything_else(params, tmp_path):
     assert list(a) == list(b)  # same keys, same order
     for key, value in a.items():
         assert value == overlay.get(key, b[key]), key
-    assert a["cv.folds"] == [{"test": k, "val": (k + 1) % 10} for k in range(10)]
+    # 10 folds: the main split (train/predict) is fold 9, cv.folds the other nine
+    assert a["patches.folds.test"] == [9] and a["patches.folds.val"] == [0]
+    assert a["cv.folds"] == [{"test": k, "val": (k + 1) % 10} for k in range(9)]
     assert a["train.neg_ratio"] == 20 and a["patches.candidates_csv"] == "candidates_V2.csv"
     # comments, blank lines and layout of params.yaml survive; only the changed values differ
     assert _comments(after_text) == _comments(before_text)
     assert after_text.count("\n\n") == before_text.count("\n\n")
     assert "null" in after_text and ": \n" not in after_text  # nulls stay spelled `null`
-    assert "  - {test: 9, val: 0}" in after_text  # the folds keep params.yaml's flow style
+    assert "  - {test: 8, val: 9}" in after_text  # the folds keep params.yaml's flow style
     # the typed configs still build (the same check as for params.yaml itself)
     from pipeline.config import from_dict
 
@@ -122,7 +124,7 @@ def test_cli_luna_root_and_set(params, capsys):
     p = yaml.safe_load(params.read_text(encoding="utf-8"))
     assert p["luna_root"] == "/mnt/LUNA16"
     assert p["preprocess"]["workers"] == 16
-    assert p["patches"]["folds"] == {"test": [7], "val": [8]}
+    assert p["patches"]["folds"] == {"test": [7], "val": [0]}
     assert p["train_seg"]["crop"] is None and p["train"]["neg_ratio"] == 5
     assert p["cv"]["folds"] == [{"test": 9, "val": 8}]
     assert p["evaluate"]["threshold"] == 0.25 and p["train"]["epochs"] == 30
@@ -142,3 +144,16 @@ def test_bad_set_is_refused(params, item, match):
         apply_preset(params, None, sets=[item])
     assert params.read_text(encoding="utf-8") == before
 
+
+
+@pytest.mark.parametrize("which", ["default", "luna16"])
+def test_main_split_is_a_fold_not_repeated_in_cv_folds(which, params):
+    """The cv track pools predict's output (the main split) with cv.folds: they must be disjoint."""
+    if which == "luna16":
+        apply_preset(params, OVERLAY)
+    p = yaml.safe_load(params.read_text(encoding="utf-8"))
+    main_test = set(p["patches"]["folds"]["test"])
+    cv_tests = [int(f["test"]) for f in p["cv"]["folds"]]
+    assert len(cv_tests) == len(set(cv_tests)) and not main_test & set(cv_tests)
+    if which == "luna16":
+        assert sorted(main_test | set(cv_tests)) == list(range(10))
