@@ -85,10 +85,10 @@ def resolve_model_dirs(model: str | os.PathLike, segmenter: str | os.PathLike | 
 @functools.lru_cache(maxsize=4)
 def load_models(cls_dir: str | None, seg_dir: str, device: str):
     """(seg_model, seg_cfg, cls_model, cls_cfg, torch device), cached per process (one load per Dask worker)."""
-    from pipeline.train.checkpoint import load_model
-    from pipeline.train.loop import resolve_device
+    from pipeline.runtime import configure_device, load_model, resolve_device
 
     dev = resolve_device(device)
+    configure_device(dev)
     seg, seg_cfg = load_model(seg_dir, dev)
     if seg_cfg.get("task") != "segmenter":
         raise ConfigError(f"{seg_dir}: is not a segmenter model (task {seg_cfg.get('task')!r})")

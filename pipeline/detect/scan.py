@@ -16,6 +16,7 @@ from pipeline.detect.config import DetectConfig
 from pipeline.detect.score import classify, combine, cut_patches, patch_params
 from pipeline.io.geometry import Geometry
 from pipeline.io.scans import Scan
+from pipeline.runtime import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 FINDING_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm",
@@ -62,9 +63,8 @@ def preprocess_config(model_config: dict):
 
 
 def amp_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: ``auto`` = bf16 (fp16 if unsupported) on CUDA, fp32 (None) on CPU."""
-    from pipeline.train.loop import resolve_precision
-
+    """Autocast dtype (:func:`pipeline.runtime.resolve_precision`): ``auto`` = bf16 on a CUDA GPU with
+    native bf16, fp16 on other CUDA GPUs, fp32 (None) on CPU."""
     return resolve_precision(precision, device)
 
 
@@ -89,7 +89,7 @@ def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, de
     from monai.inferers import sliding_window_inference
 
     x = torch.from_numpy(np.ascontiguousarray(array_zyx)).float()[None, None].to(device)
-    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+    with autocast(device, amp_dtype):
         logits = sliding_window_inference(x, tuple(cfg.roi_size), int(cfg.sw_batch_size), model,
                                           overlap=float(cfg.overlap), mode="gaussian", padding_mode="constant",
                                           cval=float(cval))

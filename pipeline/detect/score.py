@@ -12,6 +12,7 @@ import torch
 from pipeline.errors import ConfigError
 from pipeline.io.geometry import Geometry
 from pipeline.patches.extract import cube_shape_zyx, extract_cube, extract_planes
+from pipeline.runtime import autocast
 
 PATCH_DEFAULTS = {"cube_mm": 48.0, "plane_mm": 48.0, "plane_px": 64, "planes": "orthogonal"}
 
@@ -49,7 +50,7 @@ def classify(model: torch.nn.Module, patches: np.ndarray, *, batch_size: int, de
     probs = []
     for i in range(0, len(patches), int(batch_size)):
         x = torch.from_numpy(np.ascontiguousarray(patches[i:i + int(batch_size)])).float().to(device)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = model(x)
         probs.append(torch.sigmoid(logits.float().reshape(-1)).cpu().numpy())
     return np.concatenate(probs).astype(np.float64) if probs else np.zeros(0)

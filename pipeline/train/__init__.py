@@ -1,7 +1,7 @@
 """Training: nodule classifier (``train``), 3D segmenter (``train_seg``) and ``predict``.
 
 Public API: ``TrainConfig``, ``SegTrainConfig`` (config), ``train_classifier``, ``TrainResult``
-(stage), ``train_segmenter`` (segment), ``load_model`` (checkpoint), ``predict`` (predict).
+(stage), ``train_segmenter`` (segment), ``load_model`` (``pipeline.runtime``), ``predict`` (predict).
 Heavy imports (torch, MONAI) happen when these are first used.
 """
 from pipeline.train.config import SegTrainConfig, TrainConfig
@@ -17,7 +17,7 @@ def __getattr__(name: str):
         from pipeline.train.segment import train_segmenter
         return train_segmenter
     if name == "load_model":
-        from pipeline.train.checkpoint import load_model
+        from pipeline.runtime import load_model
         return load_model
     if name == "predict":
         from pipeline.train.predict import predict

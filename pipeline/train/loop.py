@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -19,45 +18,20 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.errors import ConfigError
 from pipeline.progress import ProgressLog
-from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.runtime import (
+    autocast,
+    configure_device,
+    dist_info,
+    grad_scaler,
+    load_checkpoint,
+    resolve_device,
+    resolve_precision,
+    save_checkpoint,
+)
 from pipeline.train.data import EpochSampler
 
 log = logging.getLogger(__name__)
-
-
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from the torchrun environment; (0, 1, 0) otherwise."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; ``cuda`` without a GPU is a ConfigError."""
-    _, world, local = dist_info()
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be one of auto, cpu, cuda; got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available; valid here: auto, cpu")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local if world > 1 else torch.cuda.current_device())
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32). ``auto``: bf16 on CUDA if supported, else fp16 on CUDA, fp32 on CPU.
-    ``fp16`` on CPU is refused (ConfigError): CPU autocast fp16 is slow and GradScaler is CUDA-only."""
-    valid = ("auto", "bf16", "fp16", "fp32")
-    if precision not in valid:
-        raise ConfigError(f"precision must be one of {', '.join(valid)}; got {precision!r}")
-    cuda = device.type == "cuda"
-    if precision == "auto":
-        if not cuda:
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and not cuda:
-        raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use bf16 or fp32 (or auto)")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -66,10 +40,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     span = max(total_steps - warmup_steps, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 @dataclass
@@ -106,8 +76,7 @@ class Trainer:
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
         self.device = resolve_device(cfg.device)
         self.amp = resolve_precision(cfg.precision, self.device)
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        configure_device(self.device, training=True)
 
     def _loaders(self) -> tuple[DataLoader, DataLoader, EpochSampler]:
         c = self.cfg
@@ -154,7 +123,7 @@ class Trainer:
         train_dl, val_dl, sampler = self._loaders()
         steps = len(train_dl)
         total, warm = steps * int(c.epochs), round(float(c.warmup_epochs) * steps)
-        scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        scaler = grad_scaler(self.amp)
         state = {"epoch": -1, "step": 0, "best": {}, "best_score": -math.inf, "bad": 0, "history": []}
         saved_opt = None
         last = self.out / "last.pt"

@@ -80,15 +80,16 @@ def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_di
             batch_size: int = 128, progress: bool = True) -> PredictResult:
     """Score the non-shifted candidates of ``split`` (or of the LUNA16 ``subsets`` given)."""
     from pipeline.patches.dataset import PatchStore
-    from pipeline.train.checkpoint import load_model
+    from pipeline.runtime import configure_device, load_model, resolve_device
     from pipeline.train.data import PatchDataset
-    from pipeline.train.loop import predict_logits, resolve_device
+    from pipeline.train.loop import predict_logits
 
     t0 = time.perf_counter()
     if split not in SPLITS:
         raise ConfigError(f"predict split must be one of {', '.join(SPLITS)}; got {split!r}")
     patches, out = Path(patches_dir), Path(out_dir)
     dev = resolve_device(device)
+    configure_device(dev)
     model, config = load_model(model_dir, dev)
     if config.get("task") == "segmenter":
         raise ConfigError(f"{model_dir}: is a segmenter; predict needs a classifier model folder")

@@ -41,7 +41,8 @@ def segmenter_task(cfg: SegTrainConfig):
     from monai.losses import DiceCELoss, DiceFocalLoss
 
     from pipeline.evaluate.classify import dice, roc_auc
-    from pipeline.train.loop import Task, autocast
+    from pipeline.runtime import autocast
+    from pipeline.train.loop import Task
 
     crit = (DiceCELoss if cfg.loss == "dice_ce" else DiceFocalLoss)(sigmoid=True)
 
@@ -116,7 +117,8 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from pipeline.models.segmenter import build_segmenter
     from pipeline.models.transfer import resolve_strategy
     from pipeline.patches.dataset import PatchStore
-    from pipeline.train.loop import Trainer, resolve_device, resolve_precision
+    from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.train.loop import Trainer
 
     cfg = cfg or SegTrainConfig()
     t0 = time.perf_counter()

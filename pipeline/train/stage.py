@@ -136,7 +136,8 @@ def train_classifier(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from pipeline.models.classifier import build_classifier
     from pipeline.models.transfer import resolve_strategy
     from pipeline.patches.dataset import PatchStore
-    from pipeline.train.loop import Trainer, resolve_device, resolve_precision
+    from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.train.loop import Trainer
 
     cfg = cfg or TrainConfig()
     t0 = time.perf_counter()
