@@ -34,13 +34,19 @@ def preprocess_scan(scan: Scan, cfg: PreprocessConfig = PreprocessConfig()) -> P
     Raises:
         DataError: NaN/inf voxels, or no lungs found (message "path: reason").
     """
-    try:
-        windowed = window_hu(scan.array_zyx, cfg.window_hu)
-    except ValueError as exc:
-        raise DataError(scan.path, str(exc)) from None
+    lo, hi = cfg.window_hu
+    if scan.array_zyx.dtype == np.int16 and float(lo).is_integer() and float(hi).is_integer():
+        # int16 scans (DICOM, LUNA16 .mhd): clip in int16; the resampler reads int16 exactly
+        # as the float32 copy window_hu would make, so the output is the same
+        windowed = np.clip(scan.array_zyx, int(max(lo, -32768)), int(min(hi, 32767)))
+    else:
+        try:
+            windowed = window_hu(scan.array_zyx, cfg.window_hu)
+        except ValueError as exc:
+            raise DataError(scan.path, str(exc)) from None
     target = target_geometry(scan.geometry, cfg.spacing_xyz_mm)
     res = resample(windowed, scan.geometry, target, interpolation="linear", fill_value=cfg.window_hu[0])
-    array = np.rint(res).astype(np.int16)
+    array = np.rint(res, out=res).astype(np.int16)
     del res, windowed
     lung = lung_mask(array, target.spacing_zyx_mm, threshold_hu=cfg.lung_threshold_hu,
                      dilate_radius_mm=cfg.lung_dilate_mm, min_lung_ml=cfg.min_lung_ml,

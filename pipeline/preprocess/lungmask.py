@@ -13,56 +13,61 @@ Steps, on the volume already resampled to the target spacing (so radii are in mm
 4. Per axial slice and per kept component: the convex hull when it is at most
    ``lung_hull_ratio`` times the component's area (closes indentations made by
    juxtapleural nodules and the hilum), else the hole-filled slice (vessels, nodules inside).
-5. Dilation by ``lung_dilate_mm`` (Euclidean, via a distance transform in mm on the
-   mask's bounding box) to include the pleura and nodules touching it.
+5. Dilation by ``lung_dilate_mm`` (Euclidean ball in mm, on the mask's bounding box) to
+   include the pleura and nodules touching it.
+
+Steps 4 and 5 run through :mod:`pipeline.preprocess.fastmorph` (row-wise exact hull
+rasterisation, bit-packed ball dilation): voxel for voxel the same mask as the reference
+implementation kept in :mod:`pipeline.preprocess.lungmask_reference` (skimage
+``convex_hull_image`` per slice, ``distance_transform_edt``), about 5x faster.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from pipeline.errors import DataError
+from pipeline.preprocess.fastmorph import dilate_ball, hull_or_fill
+
+_CHUNK = 1 << 20  # voxels per bincount call
 
 
-def _slice_fill(sl: np.ndarray, hull_ratio: float) -> np.ndarray:
-    """One axial slice of one lung (bool 2D) -> hull or hole-filled slice."""
-    from skimage.morphology import convex_hull_image
+def label_6(mask_zyx: np.ndarray) -> tuple[np.ndarray, object, int]:
+    """6-connected components of a bool volume, numbered like ``scipy.ndimage.label`` (in
+    raster order of each component's first voxel; checked by the tests), computed by
+    SimpleITK's multi-threaded ConnectedComponent. Returns (labels uint32 (z, y, x) view, the
+    SimpleITK image that owns the view's memory: keep it alive while using the view, the
+    number of components)."""
+    import SimpleITK as sitk
 
-    filled = ndi.binary_fill_holes(sl)
-    if hull_ratio <= 0:
-        return filled
-    ys, xs = np.nonzero(filled)
-    if len(ys) < 3:
-        return filled
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = filled[y0:y1, x0:x1]
-    try:
-        hull = convex_hull_image(crop)
-    except (ValueError, RuntimeError):  # degenerate (collinear) slice
-        return filled
-    if hull.sum() <= hull_ratio * crop.sum():
-        out = filled.copy()
-        out[y0:y1, x0:x1] |= hull
-        return out
-    return filled
+    f = sitk.ConnectedComponentImageFilter()
+    f.SetFullyConnected(False)
+    image = f.Execute(sitk.GetImageFromArray(np.ascontiguousarray(mask_zyx).view(np.uint8)))
+    return sitk.GetArrayViewFromImage(image), image, int(f.GetObjectCount())
+
+
+def _bbox(mask_zyx: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Bounding box (z, y, x slices) of the True voxels, None when there are none."""
+    pz = mask_zyx.reshape(mask_zyx.shape[0], -1).any(axis=1)
+    if not pz.any():
+        return None
+    pyx = mask_zyx.any(axis=0)
+    iz, iy, ix = np.nonzero(pz)[0], np.nonzero(pyx.any(axis=1))[0], np.nonzero(pyx.any(axis=0))[0]
+    return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in (iz, iy, ix))
 
 
 def dilate_mm(mask_zyx: np.ndarray, radius_mm: float, spacing_zyx_mm: Sequence[float]) -> np.ndarray:
-    """Euclidean dilation of a bool mask by ``radius_mm`` (anisotropic spacing respected)."""
+    """Euclidean dilation of a bool mask by ``radius_mm`` (anisotropic spacing respected): the
+    voxels whose centre lies within ``radius_mm`` of a mask voxel's centre."""
     if radius_mm <= 0 or not mask_zyx.any():
         return mask_zyx.copy()
     sp = np.asarray(spacing_zyx_mm, dtype=float)
     margin = np.ceil(radius_mm / sp).astype(int) + 1
-    idx = np.nonzero(mask_zyx.any(axis=(1, 2)))[0], np.nonzero(mask_zyx.any(axis=(0, 2)))[0], \
-        np.nonzero(mask_zyx.any(axis=(0, 1)))[0]
-    lo = [max(0, int(i.min()) - m) for i, m in zip(idx, margin)]
-    hi = [min(n, int(i.max()) + 1 + m) for i, m, n in zip(idx, margin, mask_zyx.shape)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    dist = ndi.distance_transform_edt(~mask_zyx[box], sampling=sp)
-    out = np.zeros_like(mask_zyx)
-    out[box] = dist <= radius_mm
+    bb = _bbox(mask_zyx)
+    box = tuple(slice(max(0, s.start - m), min(n, s.stop + m)) for s, m, n in zip(bb, margin, mask_zyx.shape))
+    out = np.zeros_like(mask_zyx, dtype=bool)
+    out[box] = dilate_ball(mask_zyx[box], radius_mm, sp)
     return out
 
 
@@ -79,13 +84,15 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
     """
     sp = np.asarray(spacing_zyx_mm, dtype=float)
     voxel_ml = float(np.prod(sp)) / 1000.0
-    air = array_zyx < threshold_hu
-    labels, n = ndi.label(air)
+    labels, cc_image, n = label_6(array_zyx < threshold_hu)
     if n == 0:
         raise DataError(path, f"no lungs found (no voxel below {threshold_hu:g} HU)")
     faces = np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
                             labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
-    sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
+    flat = labels.ravel()
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for i in range(0, flat.size, _CHUNK):  # chunks: no int64 copy of the whole label volume
+        sizes += np.bincount(flat[i:i + _CHUNK], minlength=n + 1)
     sizes[0] = 0
     sizes[np.unique(faces)] = 0
     order = np.argsort(sizes)[::-1]
@@ -99,11 +106,11 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
         if sizes[second] * voxel_ml >= min_lung_ml and sizes[second] >= 0.1 * sizes[first]:
             keep.append(second)
     mask = np.zeros(array_zyx.shape, dtype=bool)
-    boxes = ndi.find_objects(labels)
     for lab in keep:
-        box = boxes[lab - 1]  # bounding box of the component: per-slice work on the crop only
-        comp = labels[box] == lab
-        filled = np.stack([_slice_fill(sl, hull_ratio) if sl.any() else sl for sl in comp])
-        mask[box] |= filled
+        comp = labels == lab
+        box = _bbox(comp)  # bounding box of the component: per-slice work on the crop only
+        mask[box] |= hull_or_fill(comp[box], hull_ratio)
+        del comp
+    del labels, cc_image
     mask = dilate_mm(mask, dilate_radius_mm, sp)
-    return mask.astype(np.uint8)
+    return mask.view(np.uint8)

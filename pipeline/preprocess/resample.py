@@ -14,6 +14,8 @@ import numpy as np
 from pipeline.io.geometry import Geometry
 from pipeline.io.scans import to_sitk
 
+_EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16))
+
 
 def target_geometry(geometry: Geometry, spacing_xyz_mm: Sequence[float]) -> Geometry:
     """Grid with ``spacing_xyz_mm`` covering ``geometry``'s extent (same origin and direction)."""
@@ -30,7 +32,8 @@ def resample(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
     """Resample a (z, y, x) volume from ``geometry`` onto ``target`` with ``sitk.Resample``.
 
     Args:
-        interpolation: ``"linear"`` (images; float32 output) or ``"nearest"`` (label masks;
+        interpolation: ``"linear"`` (images; float32 output; int8/16 and uint8/16 inputs are
+            read as they are, float32-exact) or ``"nearest"`` (label masks;
             output keeps the input dtype).
         fill_value: value of target voxels outside the input (e.g. -1000 HU air) when
             ``extrapolate`` is False.
@@ -47,12 +50,19 @@ def resample(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
     interps = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
     if interpolation not in interps:
         raise ValueError(f"interpolation must be one of {sorted(interps)}, got {interpolation!r}")
-    src = array_zyx.astype(np.float32, copy=False) if interpolation == "linear" else array_zyx
+    src = array_zyx
+    out_type = None  # the input's pixel type
+    if interpolation == "linear":
+        # small integer types are exact in float32 and ITK interpolates in double either way:
+        # same output as casting to float32 first, without the float32 copy of the input
+        if array_zyx.dtype not in _EXACT_IN_FLOAT32:
+            src = array_zyx.astype(np.float32, copy=False)
+        out_type = sitk.sitkFloat32
     image = to_sitk(src, geometry)
     nz, ny, nx = target.shape_zyx
     out = sitk.Resample(
         image, [int(nx), int(ny), int(nz)], sitk.Transform(), interps[interpolation],
         target.origin_xyz_mm, target.spacing_xyz_mm, tuple(target.direction_matrix.ravel().tolist()),
-        float(fill_value), image.GetPixelID(), bool(extrapolate),
+        float(fill_value), image.GetPixelID() if out_type is None else out_type, bool(extrapolate),
     )
     return sitk.GetArrayFromImage(out)
