@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -89,7 +90,11 @@ def worker(kind: str, path: str, q) -> None:
     from pipeline.preprocess.fastmorph import hull_or_fill
     from pipeline.preprocess.intensity import window_hu
     from pipeline.preprocess.lungmask import dilate_mm, lung_mask
-    from pipeline.preprocess.lungmask_reference import _slice_fill, dilate_mm_reference, lung_mask_reference
+    from pipeline.preprocess.lungmask_reference import (
+        _slice_fill,
+        dilate_mm_reference,
+        lung_mask_reference,
+    )
     from pipeline.preprocess.resample import resample, target_geometry
 
     scan = read_scan(path)
@@ -136,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     best: dict[str, dict[str, float]] = {}
-    ratios = []
+    ratios, checks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "1.2.3.999.mhd"
         source = make_volume(path)
@@ -154,6 +159,7 @@ def main() -> None:
             diff = int((o[3] != n[3]).sum())
             inter = int((o[3].astype(bool) & n[3].astype(bool)).sum())
             dice = 2 * inter / max(1, int(o[3].sum()) + int(n[3].sum()))
+            checks.append((same_array, diff, dice))
             ratios.append(o[1]["total (window, resample, mask)"] / n[1]["total (window, resample, mask)"])
             for kind, times in (("old", o[1]), ("new", n[1])):
                 b = best.setdefault(kind, dict(times))
@@ -161,19 +167,22 @@ def main() -> None:
                     b[k] = min(b[k], v)
     lines = [
         "## Preprocessing (bench_preprocess.py)", "",
-        f"One int16 scan {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} (x,y,z) voxels at {SPACING} mm from {source} -> 1 mm "
-        f"{tuple(o[2].shape)} (z,y,x). Old = the code before the fast lung mask (float32 window copy, "
-        "scipy `label`, skimage `convex_hull_image` per slice, `distance_transform_edt` dilation); new = "
-        "`preprocess_scan` now. Both in the same run, each variant in a fresh process; best of "
-        f"{args.repeats} runs per row (the machine was shared with other jobs). Mask steps are also "
-        "timed alone on the same resampled volume.", "",
+        (f"One int16 scan {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]} (x,y,z) voxels at {SPACING} mm from {source} -> "
+         f"1 mm {tuple(o[2].shape)} (z,y,x). Old = the code before the fast lung mask (float32 window copy, "
+         "scipy `label`, skimage `convex_hull_image` per slice, `distance_transform_edt` dilation); new = "
+         "`preprocess_scan` now. Both in the same run, each variant in a fresh process; best of "
+         f"{args.repeats} runs per row (the machine was shared with other jobs: load average "
+         f"{os.getloadavg()[0]:.1f} at the end). Mask steps are also timed alone on the same resampled "
+         "volume."), "",
         "| step | old s | new s | old / new |", "|---|---|---|---|",
     ]
     for k in STEPS:
         lines.append(f"| {k} | {best['old'][k]:.2f} | {best['new'][k]:.2f} | {best['old'][k] / best['new'][k]:.1f}x |")
-    lines += ["", f"Total old / new within each run: {', '.join(f'{r:.1f}x' for r in ratios)}. "
-              f"Outputs: resampled volume identical: **{same_array}**; lung mask voxels that differ: "
-              f"**{diff}** (Dice {dice:.6f})."]
+    same = all(c[0] for c in checks)
+    diffs = ", ".join(str(c[1]) for c in checks)
+    lines += ["", (f"Total old / new within each run: {', '.join(f'{r:.1f}x' for r in ratios)}. "
+                   f"Outputs of old vs new, every run: resampled volume identical: **{same}**; lung mask "
+                   f"voxels that differ: **{diffs}** (Dice {min(c[2] for c in checks):.6f}).")]
     md = "\n".join(lines)
     print(md)
     from benchmarks._report import update_section

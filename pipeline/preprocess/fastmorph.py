@@ -17,29 +17,37 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull
-
-# the four edge midpoints of a pixel, doubled (y, x): the "diamond" of convex_hull_image
-_DIAMOND2 = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+from scipy.spatial import ConvexHull, QhullError
 
 
 def _hull_rows(rows: np.ndarray, xl: np.ndarray, xr: np.ndarray, out_rows: np.ndarray):
     """Pixel interval [lo, hi] per row in ``out_rows`` of the closed convex hull of the diamonds
-    of the pixels (rows[i], xl[i]) and (rows[i], xr[i]) (the row extremes: the hull of every
-    pixel of the slice). Returns (lo, hi) int64 arrays (hi < lo where the row is empty), or None when Qhull
-    fails (never for diamonds; the reference then keeps the filled slice)."""
-    ext = np.concatenate([np.stack([2 * rows, 2 * xl], 1), np.stack([2 * rows, 2 * xr], 1)])
-    pts = (ext[:, None, :] + _DIAMOND2).reshape(-1, 2)
-    key = np.unique((pts[:, 0] + 2) * (1 << 32) + (pts[:, 1] + 2))  # drop repeats (as skimage does)
-    pts = np.stack([(key >> 32) - 2, (key & 0xFFFFFFFF) - 2], 1)
+    (a pixel's four edge midpoints, as convex_hull_image) of the pixels (rows[i], xl[i]) and
+    (rows[i], xr[i]) (the row extremes: the hull of every pixel of the slice). Returns (lo, hi)
+    int64 arrays, or None when Qhull fails (never for diamonds; the reference then keeps the
+    filled slice)."""
+    # diamonds of the row extremes, doubled: (2r, 2xl - 1) and (2r, 2xr + 1) on the row, and on
+    # each line between rows (odd 2r +- 1) only its leftmost and rightmost point (the others
+    # lie between them): the same hull as all points, and no repeated point (as skimage).
+    y0 = int(out_rows[0])
+    big = np.iinfo(np.int64).max // 8
+    lft = np.full(len(out_rows) + 2, big, dtype=np.int64)
+    rgt = np.full(len(out_rows) + 2, -big, dtype=np.int64)
+    lft[rows - y0 + 1], rgt[rows - y0 + 1] = xl, xr
+    lmin, lmax = np.minimum(lft[:-1], lft[1:]), np.maximum(rgt[:-1], rgt[1:])
+    k = np.nonzero(lmin < big)[0]
+    kk = k[lmax[k] != lmin[k]]
+    pts = np.concatenate([
+        np.stack([2 * rows, 2 * xl - 1], 1), np.stack([2 * rows, 2 * xr + 1], 1),
+        np.stack([2 * (y0 + k) - 1, 2 * lmin[k]], 1), np.stack([2 * (y0 + kk) - 1, 2 * lmax[kk]], 1)])
     try:
         hull = ConvexHull(pts.astype(np.float64))
-    except Exception:  # QhullError (degenerate input): reference returns an empty hull
+    except QhullError:  # degenerate input: the reference gets an empty hull
         return None
     v = pts[hull.vertices]  # convex polygon, vertices in order around it
     k = len(v)
     i0 = int(np.lexsort((v[:, 1], v[:, 0]))[0])  # lowest row (then leftmost)
-    i1 = int(np.lexsort((-v[:, 1], v[:, 0]))[-1])  # highest row (then rightmost)
+    i1 = int(np.lexsort((-v[:, 1], v[:, 0]))[-1])  # highest row (then leftmost)
     fwd = v[(i0 + np.arange((i1 - i0) % k + 1)) % k]  # the two monotone chains i0 -> i1
     bwd = v[(i0 - np.arange((i0 - i1) % k + 1)) % k]
     Y = 2 * out_rows
@@ -51,6 +59,11 @@ def _hull_rows(rows: np.ndarray, xl: np.ndarray, xr: np.ndarray, out_rows: np.nd
         den = np.where(flat, 1, y2 - y1)
         num = np.where(flat, x1, x1 * den + (Y - y1) * (x2 - x1))  # crossing at x = num / den
         clo, chi = -((-num) // (2 * den)), num // (2 * den)  # ceil / floor of the pixel x
+        for jv in (np.searchsorted(c[:, 0], Y, side="left"), j + 1):  # vertices on the row
+            jv = np.minimum(jv, len(c) - 1)
+            on = c[jv, 0] == Y
+            clo = np.where(on, np.minimum(clo, -((-c[jv, 1]) // 2)), clo)
+            chi = np.where(on, np.maximum(chi, c[jv, 1] // 2), chi)
         lo, hi = (clo, chi) if lo is None else (np.minimum(lo, clo), np.maximum(hi, chi))
     return lo, hi
 
@@ -61,7 +74,7 @@ def hull_or_fill(comp: np.ndarray, hull_ratio: float) -> np.ndarray:
     (``hull_ratio <= 0``: always the filled slice). Holes are filled with
     ``ndi.binary_fill_holes`` (4-connected background) on the slice's bounding box."""
     out = np.zeros_like(comp, dtype=bool)
-    nz, ny, nx = comp.shape
+    nx = comp.shape[2]
     anyrow = comp.any(axis=2)
     first = comp.argmax(axis=2)
     last = nx - 1 - comp[:, :, ::-1].argmax(axis=2)

@@ -13,7 +13,11 @@ from pipeline.io.scans import Scan, read_scan
 from pipeline.preprocess import PreprocessConfig, preprocess_scan
 from pipeline.preprocess.fastmorph import dilate_ball, hull_or_fill
 from pipeline.preprocess.lungmask import dilate_mm, lung_mask
-from pipeline.preprocess.lungmask_reference import _slice_fill, dilate_mm_reference, lung_mask_reference
+from pipeline.preprocess.lungmask_reference import (
+    _slice_fill,
+    dilate_mm_reference,
+    lung_mask_reference,
+)
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real_ct"
 
