@@ -19,7 +19,8 @@ Steps, on the volume already resampled to the target spacing (so radii are in mm
 Steps 4 and 5 run through :mod:`pipeline.preprocess.fastmorph` (row-wise exact hull
 rasterisation, bit-packed ball dilation): voxel for voxel the same mask as the reference
 implementation kept in :mod:`pipeline.preprocess.lungmask_reference` (skimage
-``convex_hull_image`` per slice, ``distance_transform_edt``), about 5x faster.
+``convex_hull_image`` per slice, ``distance_transform_edt``), about 8x faster on a
+full-size scan (docs/benchmarks.md).
 """
 from __future__ import annotations
 
