@@ -29,6 +29,7 @@ from pipeline.runtime import (
     resolve_precision,
     save_checkpoint,
 )
+from pipeline.train import distributed as ddp
 from pipeline.train.data import EpochSampler
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,7 @@ class Trainer:
         self.train_ds, self.val_ds, self.out = train_ds, val_ds, Path(out_dir)
         self.live_dir, self.params = live_dir, params or {}
         self.rank, self.world, _ = dist_info()
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+        self.owns_group = ddp.setup(cfg.device)  # rank's GPU first, then nccl / gloo (torchrun)
         self.device = resolve_device(cfg.device)
         self.amp = resolve_precision(cfg.precision, self.device)
         configure_device(self.device, training=True)
@@ -86,7 +86,8 @@ class Trainer:
                   "persistent_workers": int(c.num_workers) > 0}
         train = DataLoader(self.train_ds, batch_size=int(c.batch_size), sampler=sampler,
                            drop_last=len(sampler) >= int(c.batch_size), **kw)
-        val = DataLoader(self.val_ds, batch_size=int(c.batch_size) * 2, shuffle=False, **kw)
+        val = DataLoader(self.val_ds, batch_size=int(c.batch_size) * 2, sampler=ddp.ShardSampler(len(self.val_ds)),
+                         **kw)  # each rank its in-order shard; the task's evaluate gathers them
         return train, val, sampler
 
     def _optimizer(self, epoch: int, saved: dict | None):
@@ -133,14 +134,14 @@ class Trainer:
             saved_opt = ck["optimizer"]
             if ck.get("scaler"):
                 scaler.load_state_dict(ck["scaler"])
-            torch.set_rng_state(ck["rng_cpu"].cpu())
-            if dev.type == "cuda" and "rng_cuda" in ck:
-                torch.cuda.set_rng_state(ck["rng_cuda"].cpu())
+            ddp.restore_rng(ck, dev, seed=int(c.seed), rank=self.rank, world=self.world, where=str(last))
             state.update({k: ck[k] for k in ("epoch", "step", "best", "best_score", "bad", "history")})
             log.info("resuming from %s after epoch %d", last, state["epoch"] + 1)
         elif resume:
             warnings.warn(f"{last}: no last.pt to resume from; training from the start", stacklevel=2)
             resume = False
+        if not resume and self.world > 1:  # each rank its own dropout / noise stream
+            ddp.seed_rank(int(c.seed), 0, self.rank, dev)
         live = self._live(resume)
         if live is not None and resume:
             live.step = state["epoch"] + 1  # DVCLive does not advance past a resumed step 0
@@ -174,11 +175,12 @@ class Trainer:
                 loss_sum += float(loss.detach()) * len(batch["y"])
                 n += len(batch["y"])
             secs = time.perf_counter() - t0
+            ddp.sync_module(model)  # rank 0's weights and BatchNorm statistics: those evaluated and saved
             model.eval()
-            val = self.task.evaluate(model, val_dl, dev, self.amp)
+            val = ddp.broadcast_object(self.task.evaluate(model, val_dl, dev, self.amp))  # same decisions on all ranks
             # content (history, best, checkpoints) vs timings (perf: log and run log only), so that
             # a rerun with the same inputs writes byte-identical model folders
-            m = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), **val, "lr": opt.param_groups[0]["lr"]}
+            m = {"epoch": epoch + 1, "train_loss": ddp.all_mean(loss_sum, n), **val, "lr": opt.param_groups[0]["lr"]}
             perf = {"seconds": secs, "samples_per_s": n * self.world / max(secs, 1e-9)}
             perf_hist.append(perf)
             score = m.get(self.task.monitor, float("nan"))
@@ -191,11 +193,11 @@ class Trainer:
                 state["bad"] += 1
             state["epoch"] = epoch
             state["history"].append(m)
+            rng = ddp.gather_rng_states(dev)  # every rank's own RNG state, indexed by rank
             if self.rank == 0:
                 save_checkpoint(last, {
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    **({"rng_cuda": torch.cuda.get_rng_state()} if dev.type == "cuda" else {}),
+                    "rng": rng, "world_size": self.world,
                     **{k: state[k] for k in ("epoch", "step", "best", "best_score", "bad", "history")}})
             if live is not None:
                 for k, v in {**m, **perf}.items():
@@ -214,6 +216,7 @@ class Trainer:
                 break
         if live is not None:
             live.end()
+        ddp.barrier()  # model.pt / last.pt written (rank 0) before any rank goes on
         wall = time.perf_counter() - t_fit
         hist = state["history"]
         secs = sum(p["seconds"] for p in perf_hist)

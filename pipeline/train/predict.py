@@ -11,6 +11,9 @@ the scored subsets, or ``predict`` stops with an error naming what is missing (e
 failed preprocessing): a partial file would undercount false positives and inflate the CPM.
 A candidate whose centre lies outside its volume is scored like any other, on its air-padded
 patch (the official script counts it).
+
+Under ``torchrun`` each rank scores its contiguous shard of the rows on its own device; the
+probabilities are gathered in row order and only rank 0 writes (the same files as one process).
 """
 from __future__ import annotations
 
@@ -79,14 +82,22 @@ def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_di
             split: str = "test", subsets=None, luna_root=None, device: str = "auto",
             batch_size: int = 128, progress: bool = True) -> PredictResult:
     """Score the non-shifted candidates of ``split`` (or of the LUNA16 ``subsets`` given)."""
+    from pipeline.train.distributed import session
+
+    if split not in SPLITS:
+        raise ConfigError(f"predict split must be one of {', '.join(SPLITS)}; got {split!r}")
+    with session(device):  # torchrun: one shard per rank, gathered on rank 0; group destroyed at the end
+        return _predict(model_dir, patches_dir, out_dir, split, subsets, luna_root, device, batch_size)
+
+
+def _predict(model_dir, patches_dir, out_dir, split, subsets, luna_root, device, batch_size) -> PredictResult:
     from pipeline.patches.dataset import PatchStore
     from pipeline.runtime import configure_device, load_model, resolve_device
     from pipeline.train.data import PatchDataset
+    from pipeline.train.distributed import ShardSampler, gather_cat, is_main
     from pipeline.train.loop import predict_logits
 
     t0 = time.perf_counter()
-    if split not in SPLITS:
-        raise ConfigError(f"predict split must be one of {', '.join(SPLITS)}; got {split!r}")
     patches, out = Path(patches_dir), Path(out_dir)
     dev = resolve_device(device)
     configure_device(dev)
@@ -100,7 +111,8 @@ def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_di
     rows = idx.loc[keep, "sample"].to_numpy(np.int64)
     n_csv = check_complete(patches, idx.loc[keep], subs, luna_root) if luna_root is not None else None
     ds = PatchDataset(store, rows, model.kind)
-    logits, _, got = predict_logits(model, DataLoader(ds, batch_size=batch_size), dev)
+    loader = DataLoader(ds, batch_size=batch_size, sampler=ShardSampler(len(ds)))
+    logits, _, got = gather_cat(*predict_logits(model, loader, dev))
     prob = torch.sigmoid(logits).numpy().astype(np.float64)
     sel = idx.set_index("sample").loc[got.numpy()]
     pred = pd.DataFrame({"seriesuid": sel["seriesuid"].to_numpy(), "coordX": sel["coordX"].to_numpy(),
@@ -118,6 +130,8 @@ def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_di
             raise DataError(luna_root, f"{len(missing)} scored scan(s) not under the LUNA16 root, e.g. {missing[0]}")
     else:
         uids = sorted(idx.loc[idx["subset"].astype(int).isin(subs), "seriesuid"].astype(str).unique())
+    if not is_main():
+        return PredictResult(out, len(pred), len(uids), subs, time.perf_counter() - t0)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "predictions.csv", pred)
     write_csv(out / "scored.csv", scored)

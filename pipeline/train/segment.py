@@ -42,6 +42,7 @@ def segmenter_task(cfg: SegTrainConfig):
 
     from pipeline.evaluate.classify import dice, roc_auc
     from pipeline.runtime import autocast
+    from pipeline.train.distributed import gather_cat
     from pipeline.train.loop import Task
 
     crit = (DiceCELoss if cfg.loss == "dice_ce" else DiceFocalLoss)(sigmoid=True)
@@ -66,6 +67,7 @@ def segmenter_task(cfg: SegTrainConfig):
                 labels.append(int(y))
                 if t.any():
                     dices.append(dice(p > 0.5, t > 0.5))
+        losses, dices, scores, labels = gather_cat(losses, dices, scores, labels)  # all ranks' shards, in order
         n = len(labels)
         if not n:
             return {"val_loss": float("nan"), "val_dice": float("nan"), "val_auc": float("nan")}
@@ -118,6 +120,7 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from pipeline.models.transfer import resolve_strategy
     from pipeline.patches.dataset import PatchStore
     from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.train.distributed import is_main, session
     from pipeline.train.loop import Trainer
 
     cfg = cfg or SegTrainConfig()
@@ -146,10 +149,12 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
               "strategy": strategy, "strategy_reason": reason,
               "input": {"kind": "3d", "source": "cubes", "crop": crop, "cube": full}, **ctx,
               "runtime": {"device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32"}}
-    write_json(out / "config.json", config)
-    trainer = Trainer(model, strategy, cfg, train_ds, val_ds, segmenter_task(cfg), out, live_dir=live_dir,
-                      params={**to_dict(cfg), "strategy_resolved": strategy})
-    fit = trainer.fit(resume=resume, stop_after=stop_after)
-    metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
-                             "val_dice", run_log=run_log)
+    if is_main():
+        write_json(out / "config.json", config)
+    with session(cfg.device):  # torchrun: join the process group; destroyed at the end, also on error
+        trainer = Trainer(model, strategy, cfg, train_ds, val_ds, segmenter_task(cfg), out, live_dir=live_dir,
+                          params={**to_dict(cfg), "strategy_resolved": strategy})
+        fit = trainer.fit(resume=resume, stop_after=stop_after)
+        metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
+                                 "val_dice", run_log=run_log)
     return TrainResult(out, metrics, strategy, reason, fit.history)

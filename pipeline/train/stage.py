@@ -60,6 +60,7 @@ def input_context(patches_dir, preprocessed_dir=None) -> dict[str, Any]:
 def classifier_task(imbalance: str):
     """Loss (BCE or sigmoid focal) and evaluation (val loss, AUC, accuracy at 0.5)."""
     from pipeline.evaluate.classify import roc_auc
+    from pipeline.train.distributed import gather_cat
     from pipeline.train.loop import Task, predict_logits
 
     def loss(logits, batch):
@@ -71,7 +72,7 @@ def classifier_task(imbalance: str):
         return F.binary_cross_entropy_with_logits(logits, y)
 
     def evaluate(model, loader, device, amp):
-        logits, y, _ = predict_logits(model, loader, device, amp)
+        logits, y, _ = gather_cat(*predict_logits(model, loader, device, amp))  # all ranks' shards, in row order
         if not len(y):
             return {"val_loss": float("nan"), "val_auc": float("nan"), "val_accuracy": float("nan")}
         p = torch.sigmoid(logits).numpy().astype(np.float64)
@@ -106,9 +107,11 @@ def make_datasets(store, cfg, kind: str, *, crop=None, masks=False, row_filters=
 def finish_outputs(out: Path, model, cfg, config: dict, strategy: str, reason: str, fit, t0: float,
                    n_train: int, n_val: int, monitor: str, run_log=None) -> dict[str, Any]:
     """Write config.json, provenance.json, metrics.json (content only); timings go to the log and
-    ``run_log``. Returns the metrics plus the timings."""
-    write_json(out / "config.json", config)
-    write_json(out / "provenance.json", dict(model.provenance))
+    ``run_log``. Returns the metrics plus the timings. Under torchrun only rank 0 writes."""
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        write_json(out / "config.json", config)
+        write_json(out / "provenance.json", dict(model.provenance))
     best = fit.best
     metrics = {
         "best_epoch": best.get("epoch"), **{k: v for k, v in best.items() if k.startswith("val_")},
@@ -117,10 +120,11 @@ def finish_outputs(out: Path, model, cfg, config: dict, strategy: str, reason: s
         "device": str(config["runtime"]["device"]), "precision": config["runtime"]["precision"],
     }
     metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
-    write_json(out / "metrics.json", metrics)  # content only: timings go to the run log below
+    if main:
+        write_json(out / "metrics.json", metrics)  # content only: timings go to the run log below
     timing = {"train_seconds": round(fit.seconds, 2), "seconds_per_epoch": round(fit.seconds / max(fit.epochs_run, 1), 2),
               "samples_per_s": round(fit.samples_per_s, 1), "wall_seconds": round(time.perf_counter() - t0, 2)}
-    if os.environ.get("RANK", "0") == "0":
+    if main:
         write_run_log(f"train-{out.name}", {"out_dir": str(out), **timing}, run_log)
     return {**metrics, **timing}
 
@@ -137,6 +141,7 @@ def train_classifier(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
     from pipeline.models.transfer import resolve_strategy
     from pipeline.patches.dataset import PatchStore
     from pipeline.runtime import resolve_device, resolve_precision
+    from pipeline.train.distributed import is_main, session
     from pipeline.train.loop import Trainer
 
     cfg = cfg or TrainConfig()
@@ -158,10 +163,12 @@ def train_classifier(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
               "input": {"kind": model.kind, "source": "planes" if model.kind == "2d" else "cubes"},
               **input_context(patches_dir, preprocessed_dir),
               "runtime": {"device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32"}}
-    write_json(out / "config.json", config)  # before training: a best model.pt is loadable at once
-    trainer = Trainer(model, strategy, cfg, train_ds, val_ds, classifier_task(cfg.imbalance), out,
-                      live_dir=live_dir, params={**to_dict(cfg), "strategy_resolved": strategy})
-    fit = trainer.fit(resume=resume, stop_after=stop_after)
-    metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
-                             "val_auc", run_log=run_log)
+    if is_main():
+        write_json(out / "config.json", config)  # before training: a best model.pt is loadable at once
+    with session(cfg.device):  # torchrun: join the process group; destroyed at the end, also on error
+        trainer = Trainer(model, strategy, cfg, train_ds, val_ds, classifier_task(cfg.imbalance), out,
+                          live_dir=live_dir, params={**to_dict(cfg), "strategy_resolved": strategy})
+        fit = trainer.fit(resume=resume, stop_after=stop_after)
+        metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),
+                                 "val_auc", run_log=run_log)
     return TrainResult(out, metrics, strategy, reason, fit.history)
