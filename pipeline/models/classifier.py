@@ -50,5 +50,7 @@ class NoduleClassifier(nn.Module):
 def build_classifier(cfg: ModelConfig) -> NoduleClassifier:
     enc = build_encoder(cfg.encoder, weights=cfg.weights, weights_path=cfg.weights_path,
                         allow_download=cfg.allow_download)
-    adapter = InputAdapter(enc.family, tuple(cfg.window_hu), mean_std=enc.mean_std if enc.kind == "2d" else None)
+    window = enc.window_hu or tuple(cfg.window_hu)  # weights trained on a fixed window keep it
+    adapter = InputAdapter(enc.family, window, mean_std=enc.mean_std if enc.kind == "2d" else None,
+                           spacing_zyx_mm=enc.spacing_zyx_mm)
     return NoduleClassifier(adapter, enc, ClassifierHead(enc.out_features, cfg.head_hidden, cfg.dropout, 1))

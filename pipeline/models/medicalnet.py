@@ -20,10 +20,10 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
+from pipeline.models.weights import Encoder, load_checked, provenance, read_state
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,6 @@ def load_medicalnet_state(model: nn.Module, state: dict, source: str) -> tuple[l
     or FlexibleUNet's ResNetEncoder). Refuses (ConfigError naming ``source``) shape mismatches
     and missing encoder tensors. Returns (missing, unexpected) keys; unexpected ones (e.g.
     ``conv_seg.*``) are ignored and reported."""
-    from pipeline.models.encoders import load_checked
-
     missing, unexpected = load_checked(model, to_monai_keys(state), source, optional_prefixes=("fc.",))
     if unexpected:
         log.info("%s: ignored %d unexpected key(s): %s", source, len(unexpected), unexpected[:5])
@@ -105,15 +103,7 @@ def load_medicalnet_checkpoint(model: nn.Module, path: str | os.PathLike) -> tup
     """Read MedicalNet checkpoint ``path`` (``{"state_dict": {...}}`` or a bare state dict)
     with ``weights_only=True`` and load it via :func:`load_medicalnet_state`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: MedicalNet checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"{path}: cannot read MedicalNet checkpoint ({type(exc).__name__}: {exc})") from None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise ConfigError(f"{path}: not a MedicalNet checkpoint (expected {{'state_dict': {{...}}}})")
+    state = read_state(path, what="MedicalNet checkpoint")
     return load_medicalnet_state(model, state, str(path))
 
 
@@ -121,8 +111,6 @@ def load_medicalnet_weights(net: nn.Module, depth: int, *, weights_path=None,
                             allow_download: bool = False, name: str = "") -> dict:
     """Fill ``net`` with MedicalNet weights from ``weights_path``, the local folder, or (only
     when allowed) Hugging Face via MONAI. Returns the provenance dict."""
-    from pipeline.models.encoders import _provenance
-
     name = name or f"medicalnet_resnet{depth}"
     if weights_path is not None:
         path, source = Path(weights_path), "file"
@@ -130,7 +118,7 @@ def load_medicalnet_weights(net: nn.Module, depth: int, *, weights_path=None,
         path, source = medicalnet_path(depth), "file"
     if path.is_file():
         missing, unexpected = load_medicalnet_checkpoint(net, path)
-        return _provenance(name, source, path, missing, unexpected)
+        return provenance(name, source, path, missing, unexpected)
     if weights_path is not None or not allow_download:
         raise ConfigError(f"weights for {name} not found at {path}; put one of "
                           f"{medicalnet_filenames(depth)} in {path.parent} (or set $MEDICALNET_DIR), "
@@ -139,21 +127,19 @@ def load_medicalnet_weights(net: nn.Module, depth: int, *, weights_path=None,
 
     state = get_pretrained_resnet_medicalnet(depth, device="cpu", datasets23=True)
     missing, unexpected = load_medicalnet_state(net, state, f"huggingface:TencentMedicalNet/MedicalNet-Resnet{depth}")
-    prov = _provenance(name, "download", None, missing, unexpected)
+    prov = provenance(name, "download", None, missing, unexpected)
     prov["weights_path"] = f"huggingface:TencentMedicalNet/MedicalNet-Resnet{depth}"
     return prov
 
 
 def build_medicalnet_encoder(depth: int, *, weights: str = "pretrained", weights_path=None,
                              allow_download: bool = False):
-    """:class:`~pipeline.models.encoders.Encoder` for ``medicalnet_resnet<depth>``."""
-    from pipeline.models.encoders import Encoder, _provenance
-
+    """:class:`~pipeline.models.weights.Encoder` for ``medicalnet_resnet<depth>``."""
     name = f"medicalnet_resnet{depth}"
     net = medicalnet_resnet(depth)
     if weights == "none":
         log.warning("encoder %s: random initialisation (weights: none)", name)
-        prov = _provenance(name, "random", None)
+        prov = provenance(name, "random", None)
     else:
         prov = load_medicalnet_weights(net, depth, weights_path=weights_path,
                                        allow_download=allow_download, name=name)

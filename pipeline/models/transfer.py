@@ -35,7 +35,7 @@ from pipeline.errors import ConfigError
 log = logging.getLogger(__name__)
 STRATEGIES = ("auto", "linear_probe", "partial", "full", "progressive", "scratch")
 SMALL_PER_CLASS = 1000  # fewer samples than this in the minority class = "small" dataset
-SIMILAR_FAMILIES = ("medicalnet",)  # pretrained on CT/MR; ImageNet photos are dissimilar
+SIMILAR_FAMILIES = ("medicalnet", "ct")  # pretrained on CT/MR; ImageNet photos are dissimilar
 
 
 @dataclass(frozen=True)

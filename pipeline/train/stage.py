@@ -163,10 +163,16 @@ def train_classifier(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
               "input": {"kind": model.kind, "source": "planes" if model.kind == "2d" else "cubes"},
               **input_context(patches_dir, preprocessed_dir),
               "runtime": {"device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32"}}
+    fit_model = model
+    if strategy == "linear_probe":  # frozen encoder: the head trains on features cached once per patch
+        from pipeline.train.features import probe_inputs
+
+        fit_model, cfg, train_ds, val_ds, config["features"] = probe_inputs(model, store, cfg, train_ds, val_ds,
+                                                                            device, amp)
     if is_main():
         write_json(out / "config.json", config)  # before training: a best model.pt is loadable at once
     with session(cfg.device):  # torchrun: join the process group; destroyed at the end, also on error
-        trainer = Trainer(model, strategy, cfg, train_ds, val_ds, classifier_task(cfg.imbalance), out,
+        trainer = Trainer(fit_model, strategy, cfg, train_ds, val_ds, classifier_task(cfg.imbalance), out,
                           live_dir=live_dir, params={**to_dict(cfg), "strategy_resolved": strategy})
         fit = trainer.fit(resume=resume, stop_after=stop_after)
         metrics = finish_outputs(out, model, cfg, config, strategy, reason, fit, t0, len(train_ds), len(val_ds),

@@ -44,8 +44,8 @@ def test_3d_zscore_over_non_air():
 
 
 def test_bad_inputs():
-    with pytest.raises(ConfigError, match="imagenet, medicalnet"):
-        InputAdapter("ct")
+    with pytest.raises(ConfigError, match="imagenet, medicalnet, ct"):
+        InputAdapter("xray")
     with pytest.raises(ValueError):
         InputAdapter("imagenet")(torch.zeros(1, 2, 4, 4))
     with pytest.raises(ValueError):
