@@ -76,7 +76,9 @@ def setup(device: str = "auto") -> bool:
     cuda = device != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local))  # bound: no device guessing
+    else:
+        dist.init_process_group("gloo")
     log.info("rank %d of %d joined (%s)", dist.get_rank(), world, f"cuda:{local}, nccl" if cuda else "cpu, gloo")
     return True
 

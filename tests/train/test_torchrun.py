@@ -245,3 +245,27 @@ def test_torchrun_predict_writes_what_one_process_writes(ddp_run, easy_patches, 
     predict(base / "a", easy_patches, tmp_path / "one", split="test", device="cpu")
     for name in ("predictions.csv", "scored.csv", "seriesuids.csv", "predict_summary.json"):
         assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+
+
+@pytest.mark.slow
+def test_torchrun_segmenter_gathered_val_metrics_equal_one_process(easy_patches, tmp_path):
+    from pipeline.patches.dataset import PatchStore
+    from pipeline.runtime import load_model
+    from pipeline.train.config import SegTrainConfig
+    from pipeline.train.segment import _row_filter, segmenter_task
+    from pipeline.train.stage import make_datasets
+
+    seg = {"epochs": 1, "batch_size": 4, "max_train_samples": 16, "features": [32, 16, 16, 8, 8], "device": "cpu"}
+    params = tmp_path / "params.yaml"
+    params.write_text("train_seg:\n" + "".join(f"  {k}: {v}\n" for k, v in seg.items()))
+    _torchrun(["-m", "pipeline", "train", "--task", "segmenter", "--patches", str(easy_patches), "--out",
+               str(tmp_path / "seg"), "--live", str(tmp_path / "live"), "--params", str(params), "--quiet"], cwd=tmp_path)
+    m = json.loads((tmp_path / "seg" / "metrics.json").read_text())
+    cfg = SegTrainConfig(**{**seg, "features": tuple(seg["features"])})
+    store = PatchStore(easy_patches)
+    _, val_ds = make_datasets(store, cfg, "3d", crop=16, masks=True, row_filters=_row_filter(store.index, cfg.neg_per_pos, cfg.seed))
+    assert m["n_val"] == len(val_ds)
+    model, _ = load_model(tmp_path / "seg")
+    val = segmenter_task(cfg).evaluate(model, torch.utils.data.DataLoader(val_ds, batch_size=8), torch.device("cpu"), None)
+    for k in ("val_dice", "val_auc", "val_loss"):
+        assert val[k] == pytest.approx(m[k], abs=1e-6), k
