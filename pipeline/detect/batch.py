@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import time
@@ -25,8 +24,8 @@ import pandas as pd
 
 from pipeline.detect.config import DetectConfig
 from pipeline.detect.discover import Job
+from pipeline.detect.identity import run_key
 from pipeline.errors import ConfigError, DataError
-from pipeline.progress import ProgressLog
 from pipeline.runlog import write_run_log
 
 log = logging.getLogger(__name__)
@@ -96,13 +95,30 @@ def load_models(cls_dir: str | None, seg_dir: str, device: str):
     return seg, seg_cfg, cls, cls_cfg, dev
 
 
+def _prepared(pre):
+    """``preprocess_fn`` for :func:`detect_scan` that returns the prefetched ``(pcfg, result)`` for
+    ``pcfg`` and preprocesses anew for any other config (None: the default preprocessing)."""
+    if pre is None:
+        return None
+    from pipeline.preprocess import preprocess_scan
+
+    pcfg, result = pre
+
+    def fn(scan, cfg):
+        return result if cfg == pcfg else preprocess_scan(scan, cfg)
+    return fn
+
+
 def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: DetectConfig,
-                save_maps: bool = False, report_top: int = 5, key: str = "", index: dict | None = None) -> dict:
+                save_maps: bool = False, report_top: int = 5, key: str = "", index: dict | None = None,
+                prefetched=None) -> dict:
     """Detect on one scan and write its per-scan files, or reuse them when ``scans/<id>.json`` holds
     this content's result under run key ``key`` (at ``job.id``, or at the id ``index`` maps this
     content to: :func:`outputs.identity_index`). Returns ``{id, scan, status, reason, seconds,
     device}``: status ``ok`` / ``reused`` / ``failed``; ``id`` may differ from ``job.id`` when that
-    slot holds the result of a different scan of the same name (see :func:`outputs.claim_id`)."""
+    slot holds the result of a different scan of the same name (see :func:`outputs.claim_id`).
+    ``prefetched``: a future of :func:`pipeline.detect.prefetch.prepare` (identity, scan and its
+    preprocessing done by a pool worker; its errors fail this scan as they would in process)."""
     import torch
 
     from pipeline.detect import outputs
@@ -128,15 +144,21 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
         return None
 
     try:
-        t = time.perf_counter()
-        ident = file_identity(job.path)
-        seconds["identity"] = time.perf_counter() - t
+        scan = pre = None
+        if prefetched is not None:
+            ident, scan, pre, got = prefetched.result()
+            seconds.update(got)
+        else:
+            t = time.perf_counter()
+            ident = file_identity(job.path)
+            seconds["identity"] = time.perf_counter() - t
         if ident is not None and (hit := reused(ident)):
             return hit
         seg, seg_cfg, cls, cls_cfg, dev = load_models(cls_dir, seg_dir, cfg.device)
-        t = time.perf_counter()
-        scan = read_scan(job.path)
-        seconds["io"] = time.perf_counter() - t
+        if scan is None:
+            t = time.perf_counter()
+            scan = read_scan(job.path)
+            seconds["io"] = time.perf_counter() - t
         if ident is None:
             t = time.perf_counter()
             ident = array_identity(scan)
@@ -144,8 +166,11 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
             if hit := reused(ident):
                 return hit
         with torch.inference_mode():
-            res = detect_scan(scan, seg, seg_cfg, cls, cls_cfg, cfg, dev, keep_maps=save_maps)
+            res = detect_scan(scan, seg, seg_cfg, cls, cls_cfg, cfg, dev, keep_maps=save_maps,
+                              preprocess_fn=_prepared(pre))
         seconds.update(res.seconds)
+        if pre is not None:
+            seconds["preprocess"] = got["preprocess"]  # done by the pool worker
         t = time.perf_counter()
         if save_maps:
             outputs.write_maps(out / "maps", sid, res)
@@ -164,51 +189,25 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
     return {"id": sid, "scan": job.rel, "status": "failed", "reason": reason, "seconds": {}}
 
 
-def _client(scheduler):
-    from dask.distributed import Client
-
-    return (scheduler, False) if isinstance(scheduler, Client) else (Client(str(scheduler)), True)
-
-
-# fields of DetectConfig that do not change the findings (where and how fast they are computed)
-_RUNTIME_FIELDS = ("device", "batch_size", "sw_batch_size", "subsets", "max_failures")
-
-
-def run_key(cls_dir: Path | None, seg_dir: Path, cfg: DetectConfig) -> str:
-    """sha256 over both models' weights and config.json and the detection params: per-scan results
-    in ``scans/`` are reused on a rerun only when this key is unchanged (``scans/run_key.txt``)."""
-    from pipeline.config import to_dict
-
-    h = hashlib.sha256()
-    for d in (cls_dir, seg_dir):
-        for name in ("model.pt", "config.json"):
-            f = Path(d) / name if d else None
-            if f is not None and f.is_file():
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-            h.update(b"|")
-    params = {k: v for k, v in to_dict(cfg).items() if k not in _RUNTIME_FIELDS}
-    h.update(repr(sorted(params.items())).encode())
-    return h.hexdigest()
-
-
 def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: DetectConfig | None = None, *,
         segmenter: str | os.PathLike | None = None, save_maps: bool = False, overwrite: bool = False,
         scheduler=None, progress: bool = True, stage: str = "detect",
-        run_log: str | os.PathLike | None = None, wait_s: float = 0.0) -> DetectResult:
+        run_log: str | os.PathLike | None = None, wait_s: float = 0.0, prefetch: int = 1) -> DetectResult:
     """Detect nodules in every scan under ``paths``; see the module docstring for the outputs.
 
     ``scheduler``: None (serial, in-process), a ``tcp://host:port`` Dask address or a Dask Client
     (one task per scan; models loaded once per worker; workers write to ``out_dir``: a shared disk).
     ``stage`` names the progress lines, the run log and the lock message; ``run_log``: JSON file for
     the timings, device and scheduler of this run (None: only logged). ``wait_s``: how long to wait
-    when another run holds ``out_dir`` (0: stop at once with a LockedError).
+    when another run holds ``out_dir`` (0: stop at once with a LockedError). ``prefetch``: without
+    a scheduler, pool workers that read and preprocess the next scans while this process runs the
+    models (0: one scan after the other; :mod:`pipeline.detect.prefetch`).
     Raises DataError/ConfigError for a bad ``out_dir``, bad models or when no input yields a scan.
     """
     with locked_out_dir(out_dir, wait_s, stage) as out:
         return run_locked(paths, model, out, cfg, segmenter=segmenter, save_maps=save_maps, overwrite=overwrite,
-                          scheduler=scheduler, progress=progress, stage=stage, run_log=run_log)
+                          scheduler=scheduler, progress=progress, stage=stage, run_log=run_log,
+                          prefetch=prefetch)
 
 
 @contextlib.contextmanager
@@ -232,13 +231,12 @@ def locked_out_dir(out_dir, wait_s: float = 0.0, what: str = "detect"):
 
 
 def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, save_maps: bool, overwrite: bool,
-               scheduler, progress: bool, stage: str, run_log) -> DetectResult:
+               scheduler, progress: bool, stage: str, run_log, prefetch: int = 1) -> DetectResult:
     """The body of :func:`run`; the caller holds ``out``'s lock (:func:`locked_out_dir`)."""
-    from tqdm import tqdm
-
     from pipeline.config import to_dict
     from pipeline.detect import outputs
     from pipeline.detect.discover import discover
+    from pipeline.detect.prefetch import run_jobs
     from pipeline.detect.report import write_report
     from pipeline.detect.scan import STEPS
     from pipeline.utils import write_json, write_text
@@ -269,29 +267,7 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     write_text(key_file, key + "\n")
     args = (str(out), str(cls_dir) if cls_dir else None, str(seg_dir), cfg, save_maps, 5, key,
             outputs.identity_index(out, key))
-    bar = tqdm(total=len(jobs), desc=stage, unit="scan", disable=not progress)
-    plog = ProgressLog(len(jobs), stage, every_s=300.0 if progress else 30.0, logger=log, unit="scan")
-    done = []
-    if scheduler is None:
-        for j in jobs:
-            done.append(process_one(j, *args))
-            bar.update()
-            plog.update()
-    else:
-        from dask.distributed import as_completed
-
-        client, own = _client(scheduler)
-        try:
-            futs = [client.submit(process_one, j, *args, pure=False, key=f"detect-{j.id}-{time.time_ns()}")
-                    for j in jobs]
-            for fut in as_completed(futs):
-                done.append(fut.result())
-                bar.update()
-                plog.update()
-        finally:
-            if own:
-                client.close()
-    bar.close()
+    done, per_min = run_jobs(jobs, args, scheduler=scheduler, prefetch=prefetch, stage=stage, progress=progress)
     order = {j.rel: k for k, j in enumerate(jobs)}
     done.sort(key=lambda d: order[d["scan"]])
     n_reused = sum(d["status"] == "reused" for d in done)
@@ -312,7 +288,8 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     details = {"out_dir": str(out), "inputs": found.n_inputs, "scans": len(jobs), "ok": n_ok,
                "processed": sum(d["status"] == "ok" for d in done), "skipped_done": n_reused,
                "failed": len(jobs) - n_ok, "paths_without_scans": len(problems), "duplicates": found.duplicates,
-               "seconds_total": round(seconds, 3), "device": str(dev),
+               "seconds_total": round(seconds, 3), "scans_per_min": round(per_min, 3), "device": str(dev),
+               "prefetch_workers": int(prefetch) if scheduler is None else 0,
                "scheduler": None if scheduler is None else str(getattr(scheduler, "scheduler", scheduler)),
                "seconds_per_scan": outputs.timing_summary([d["seconds"] for d in done if d["status"] == "ok"]),
                "seconds_identity_reused": outputs.timing_summary(

@@ -47,6 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-maps", action="store_true", help="write NIfTI probability/finding maps (original grid)")
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have scans/<id>.json")
     p.add_argument("--scheduler", default=None, help="Dask scheduler tcp://HOST:PORT (one task per scan)")
+    p.add_argument("--prefetch", type=int, default=1, metavar="N",
+                   help="without --scheduler: N worker processes read and preprocess the next scans while "
+                        "the models run on the current one (default 1; 0 = one scan after the other)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="when another run is writing --out, wait up to SECONDS for it (default 0: stop at once)")
@@ -93,7 +96,7 @@ def _detect(args) -> int:
     cfg = _config(args)
     res = run(args.paths, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
               overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
-              run_log=run_log_path("detect"), wait_s=args.wait)
+              run_log=run_log_path("detect"), wait_s=args.wait, prefetch=args.prefetch)
     return _summary(res)
 
 
@@ -104,7 +107,7 @@ def _infer(args) -> int:
     cfg = _config(args)
     res = run_infer(args.luna, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
                     overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
-                    run_log=run_log_path("infer"), wait_s=args.wait)
+                    run_log=run_log_path("infer"), wait_s=args.wait, prefetch=args.prefetch)
     return _summary(res, int(cfg.max_failures))
 
 

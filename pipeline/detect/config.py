@@ -8,6 +8,7 @@ from pipeline.errors import ConfigError
 COMBINE = ("classifier", "geomean", "product", "mean", "segmenter")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ROI_MODES = ("auto", "lung", "whole")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class DetectConfig:
         lung_margin_mm: the segmenter runs only on the lung mask's bounding box grown by this
             margin (mm; context for the network); None = the whole volume. Candidates come from
             inside the lung mask only, so this changes speed, not results near the lungs.
+        roi_mode: where the segmenter runs: ``lung`` (the box above), ``whole`` (the whole volume),
+            ``auto`` (whole on CUDA, lung box on CPU: the faster one measured on each). Either way
+            windows holding no lung-mask voxel are skipped (same probabilities inside the mask).
         sw_batch_size: windows per segmenter forward pass.
         combine: final probability from the segmenter max prob ``s`` and classifier prob ``c``:
             ``classifier`` = c; ``geomean`` = sqrt(s*c) (default: both models must agree,
@@ -50,6 +54,7 @@ class DetectConfig:
     roi_size: tuple[int, int, int] = (64, 64, 64)
     overlap: float = 0.25
     lung_margin_mm: float | None = 16.0
+    roi_mode: str = "auto"
     sw_batch_size: int = 4
     combine: str = "geomean"
     device: str = "auto"
@@ -75,6 +80,8 @@ class DetectConfig:
             raise ConfigError(f"infer.overlap must be in [0, 1), got {self.overlap}")
         if self.lung_margin_mm is not None and float(self.lung_margin_mm) < 0:
             raise ConfigError(f"infer.lung_margin_mm must be null or >= 0, got {self.lung_margin_mm}")
+        if self.roi_mode not in ROI_MODES:
+            raise ConfigError(f"infer.roi_mode must be one of {', '.join(ROI_MODES)}; got {self.roi_mode!r}")
         if self.combine not in COMBINE:
             raise ConfigError(f"infer.combine must be one of {', '.join(COMBINE)}; got {self.combine!r}")
         if self.device not in DEVICES:

@@ -126,3 +126,26 @@ def array_identity(scan) -> str:
                           np.asarray(g.direction_matrix, float).ravel()])
     h.update(np.round(geo, 6).tobytes())
     return "array-sha256:" + h.hexdigest()
+
+
+# fields of DetectConfig that do not change the findings (where and how fast they are computed)
+_RUNTIME_FIELDS = ("device", "batch_size", "sw_batch_size", "subsets", "max_failures")
+
+
+def run_key(cls_dir: Path | None, seg_dir: Path, cfg) -> str:
+    """sha256 over both models' weights and config.json and the detection params: per-scan results
+    in ``scans/`` are reused on a rerun only when this key is unchanged (``scans/run_key.txt``)."""
+    from pipeline.config import to_dict
+
+    h = hashlib.sha256()
+    for d in (cls_dir, seg_dir):
+        for name in ("model.pt", "config.json"):
+            f = Path(d) / name if d else None
+            if f is not None and f.is_file():
+                with open(f, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            h.update(b"|")
+    params = {k: v for k, v in to_dict(cfg).items() if k not in _RUNTIME_FIELDS}
+    h.update(repr(sorted(params.items())).encode())
+    return h.hexdigest()

@@ -16,7 +16,7 @@ from pipeline.detect.config import DetectConfig
 from pipeline.detect.score import classify, combine, cut_patches, patch_params
 from pipeline.io.geometry import Geometry
 from pipeline.io.scans import Scan
-from pipeline.runtime import autocast, resolve_precision
+from pipeline.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
 FINDING_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm",
@@ -82,18 +82,15 @@ def lung_box(lung_zyx: np.ndarray, geometry: Geometry, margin_mm: float | None) 
     return tuple(slice(max(s.start - k, 0), min(s.stop + k, n)) for s, k, n in zip(objs[0], m, lung_zyx.shape))
 
 
-@torch.inference_mode()
 def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, device: torch.device,
-            amp_dtype: torch.dtype | None = None, cval: float = -1000.0) -> np.ndarray:
-    """Segmenter probability map float32 (z, y, x) by MONAI gaussian sliding-window inference."""
-    from monai.inferers import sliding_window_inference
+            amp_dtype: torch.dtype | None = None, cval: float = -1000.0,
+            mask_zyx: np.ndarray | None = None) -> np.ndarray:
+    """Segmenter probability map float32 (z, y, x) by MONAI gaussian sliding-window inference with
+    ``cfg``'s roi / overlap / sw_batch_size (:func:`pipeline.detect.segment.segment`; windows without
+    a ``mask_zyx`` voxel are skipped)."""
+    from pipeline.detect.segment import segment as run
 
-    x = torch.from_numpy(np.ascontiguousarray(array_zyx)).float()[None, None].to(device)
-    with autocast(device, amp_dtype):
-        logits = sliding_window_inference(x, tuple(cfg.roi_size), int(cfg.sw_batch_size), model,
-                                          overlap=float(cfg.overlap), mode="gaussian", padding_mode="constant",
-                                          cval=float(cval))
-    return torch.sigmoid(logits.float())[0, 0].cpu().numpy().astype(np.float32)
+    return run(array_zyx, model, cfg.roi_size, cfg.sw_batch_size, cfg.overlap, device, amp_dtype, cval, mask_zyx)
 
 
 def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model: torch.nn.Module | None,
@@ -127,10 +124,15 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
     sec["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    from pipeline.detect.segment import roi_mode, segmenter_dtype
+
     box = lung_box(lung, geom, cfg.lung_margin_mm)
+    whole = roi_mode(cfg.roi_mode, device) == "whole" or cfg.lung_margin_mm is None
     prob = np.zeros(array.shape, np.float32)
     if box is not None:
-        prob[box] = segment(array[box], seg_model, cfg, device, amp, cval=pcfg.window_hu[0])
+        run_box = tuple(slice(0, n) for n in array.shape) if whole else box
+        prob[run_box] = segment(array[run_box], seg_model, cfg, device, segmenter_dtype(cfg.precision, device),
+                                cval=pcfg.window_hu[0], mask_zyx=lung[run_box])
     sec["segmenter"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -1,0 +1,177 @@
+"""Running the per-scan jobs of a detection batch: in process one after the other, overlapped with a
+process pool that reads and preprocesses the next scans, or as Dask tasks.
+
+Overlapped (``prefetch >= 1``, no scheduler): ``prefetch`` pool workers
+(:func:`pipeline.preprocess.pool.worker_pool`: they die with this process) each take the next scan
+(content identity, read, the segmenter's preprocessing: :func:`prepare`) while this process runs the
+models on the current one (:func:`pipeline.detect.batch.process_one` with the prepared scan). At
+most ``prefetch + 1`` scans are prepared ahead (memory: about 0.4 GB per full-size scan). A scan the
+worker cannot read or preprocess fails with the same one-line reason as in process; a worker that
+dies (e.g. killed) fails its scan, and the pool is restarted for the rest. A scan whose result can
+be reused (same content, models and params) is only hashed by the worker, never read.
+
+Progress: a tqdm bar and :class:`pipeline.progress.ProgressLog` lines ending in ``scans/min``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from pathlib import Path
+
+from pipeline.detect.discover import Job
+from pipeline.progress import ProgressLog
+
+log = logging.getLogger(__name__)
+
+
+def prepare(job: Job, pcfg, out_dir: str, key: str, index: dict, save_maps: bool):
+    """Pool worker: ``(identity, scan, (pcfg, PreprocessedScan), seconds)`` of ``job``;
+    ``(identity, None, None, seconds)`` when ``scans/`` already holds a reusable result for this
+    content (then nothing is read). Raises DataError (one-line reason) for an unreadable scan."""
+    from pipeline.detect import outputs
+    from pipeline.detect.identity import array_identity, file_identity
+    from pipeline.io.scans import read_scan
+    from pipeline.preprocess import preprocess_scan
+
+    sec: dict[str, float] = {}
+    out = Path(out_dir)
+    t = time.perf_counter()
+    ident = file_identity(job.path)
+    sec["identity"] = time.perf_counter() - t
+
+    def reusable(i):
+        return any(outputs.reusable(out, sid, i, key, save_maps) for sid in {index.get(i) or job.id, job.id})
+    if ident is not None and reusable(ident):
+        return ident, None, None, sec
+    t = time.perf_counter()
+    scan = read_scan(job.path)
+    sec["io"] = time.perf_counter() - t
+    if ident is None:
+        t = time.perf_counter()
+        ident = array_identity(scan)
+        sec["identity"] += time.perf_counter() - t
+        if reusable(ident):
+            return ident, None, None, sec
+    t = time.perf_counter()
+    pre = preprocess_scan(scan, pcfg)
+    sec["preprocess"] = time.perf_counter() - t
+    return ident, scan, (pcfg, pre), sec
+
+
+class _Progress:
+    """tqdm bar + ProgressLog lines with the scans per minute since the start."""
+
+    def __init__(self, total: int, stage: str, progress: bool):
+        from tqdm import tqdm
+
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=total, desc=stage, unit="scan", disable=not progress)
+        self.log = ProgressLog(total, stage, every_s=300.0 if progress else 30.0, logger=log, unit="scan")
+        self.n = 0
+
+    def rate(self) -> float:
+        return 60.0 * self.n / max(time.perf_counter() - self.t0, 1e-9)
+
+    def update(self) -> None:
+        self.n += 1
+        r = f"{self.rate():.3g} scans/min"
+        self.bar.set_postfix_str(r, refresh=False)
+        self.bar.update()
+        self.log.update(extra=r)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_jobs(jobs: list[Job], args: tuple, *, scheduler=None, prefetch: int = 1, stage: str = "detect",
+             progress: bool = True) -> tuple[list[dict], float]:
+    """Run :func:`pipeline.detect.batch.process_one` ``(job, *args)`` for every job; returns the
+    per-scan records (in completion order) and the scans per minute of the whole batch."""
+    from pipeline.detect.batch import process_one
+
+    prog = _Progress(len(jobs), stage, progress)
+    done: list[dict] = []
+    try:
+        if scheduler is not None:
+            _run_dask(jobs, args, scheduler, done, prog)
+        elif prefetch > 0 and len(jobs) > 1:
+            _run_overlapped(jobs, args, int(prefetch), done, prog)
+        else:
+            for j in jobs:
+                done.append(process_one(j, *args))
+                prog.update()
+    finally:
+        prog.close()
+    return done, prog.rate()
+
+
+def _client(scheduler):
+    from dask.distributed import Client
+
+    return (scheduler, False) if isinstance(scheduler, Client) else (Client(str(scheduler)), True)
+
+
+def _run_dask(jobs, args, scheduler, done, prog) -> None:
+    from dask.distributed import as_completed
+
+    from pipeline.detect.batch import process_one
+
+    client, own = _client(scheduler)
+    try:
+        futs = [client.submit(process_one, j, *args, pure=False, key=f"detect-{j.id}-{time.time_ns()}")
+                for j in jobs]
+        for fut in as_completed(futs):
+            done.append(fut.result())
+            prog.update()
+    finally:
+        if own:
+            client.close()
+
+
+def _run_overlapped(jobs, args, workers: int, done, prog) -> None:
+    import contextlib
+    from concurrent.futures.process import BrokenProcessPool
+
+    from pipeline.detect.batch import load_models, process_one
+    from pipeline.detect.scan import preprocess_config
+    from pipeline.preprocess.pool import worker_pool
+
+    out_dir, cls_dir, seg_dir, cfg, save_maps, _top, key, index = args
+    pcfg = preprocess_config(load_models(cls_dir, seg_dir, cfg.device)[1])
+    todo = deque(jobs)
+    while todo:
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(worker_pool(workers))
+            ahead: deque = deque()
+            broken = False
+            while todo or ahead:
+                while todo and len(ahead) < workers + 1 and not broken:
+                    j = todo.popleft()
+                    ahead.append((j, pool.submit(prepare, j, pcfg, out_dir, key, index or {}, save_maps)))
+                if not ahead:
+                    break
+                j, fut = ahead.popleft()
+                if isinstance(fut.exception(), BrokenProcessPool):  # waits for the worker
+                    broken = True
+                    fut = _Failed(j.path, "a preprocessing worker process died while reading or "
+                                          "preprocessing this scan")
+                rec = process_one(j, *args, prefetched=fut)
+                done.append(rec)
+                prog.update()
+                if broken:  # the rest of this pool's futures are lost: give them back to a new pool
+                    todo.extendleft(reversed([a[0] for a in ahead]))
+                    ahead.clear()
+                    break
+
+
+class _Failed:
+    """A stand-in future whose ``result()`` raises the DataError of a scan its worker never finished."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+
+    def result(self):
+        from pipeline.errors import DataError
+
+        raise DataError(self.path, self.reason)
