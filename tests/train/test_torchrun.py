@@ -92,6 +92,25 @@ def test_gather_of_unequal_shards_broadcast_sync_and_rng_in_a_two_process_gloo_g
     assert d0 != d1
 
 
+def _session_worker(rank: int, world: int, port: int) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    with pytest.raises(RuntimeError, match="boom"), ddp.session("cpu") as created:  # as train / predict do
+        assert created and ddp.active() and dist.get_backend() == "gloo"
+        assert ddp.gather_cat([rank]) == [0, 1]
+        raise RuntimeError("boom")
+    assert not ddp.active()  # destroyed on the error, too
+
+
+def test_session_joins_with_gloo_on_cpu_and_destroys_the_group_on_error():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_session_worker, args=(2, port), nprocs=2, join=True, start_method="fork")
+
+
 def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     from pipeline.runtime import load_checkpoint, save_checkpoint
 
