@@ -151,6 +151,7 @@ def test_single_process_helpers_are_no_ops():
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_precision_on_this_gpu_is_bf16_only_where_native_else_fp16_with_a_scaler():
     from pipeline.runtime import grad_scaler, resolve_precision
 
