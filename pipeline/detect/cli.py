@@ -23,7 +23,8 @@ timings, device and scheduler go to logs/detect.json),
 scans/<id>.json (per-scan results, keyed by the scan's content hash and the models + detection
 params: a rerun reuses the result of an identical scan, never one of a different scan that shares its
 file name, unless --overwrite),
-maps/<id>_prob.nii.gz + <id>_findings.nii.gz with --save-maps (original scan grid).
+maps/<id>_prob.nii.gz + <id>_findings.nii.gz with --save-maps (original scan grid),
+report/explain/<id>_<k>.png + .npy with --explain (classifier saliency, shown in report.html).
 Privacy: the only DICOM value written anywhere is the SeriesInstanceUID (the LUNA16 scan key);
 patient name/ID/dates are never read.
 
@@ -97,7 +98,32 @@ def _detect(args) -> int:
     res = run(args.paths, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
               overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
               run_log=run_log_path("detect"), wait_s=args.wait, prefetch=args.prefetch)
-    return _summary(res)
+    rc = _summary(res)
+    if args.explain:
+        _explain(args)
+    return rc
+
+
+def _explain(args) -> None:
+    """``--explain``: saliency of each scan's top findings next to their crops in report.html."""
+    from pathlib import Path
+
+    from pipeline.config import from_dict
+    from pipeline.detect.batch import resolve_model_dirs
+    from pipeline.detect.report import add_explain_images
+    from pipeline.explain.config import ExplainConfig
+    from pipeline.explain.detect import explain_detect
+
+    cls_dir = resolve_model_dirs(args.model, args.segmenter)[0]
+    if cls_dir is None:
+        logging.getLogger("pipeline.detect").warning("--explain: no classifier model, no saliency maps")
+        return
+    out = Path(args.out)
+    cfg = from_dict(ExplainConfig, params_section(args, "explain"), "explain")
+    images = explain_detect(out, cls_dir, out / "report" / "explain", cfg)
+    add_explain_images(out / "report.html", images)
+    logging.getLogger("pipeline.detect").info("--explain: saliency of %d finding(s) added to %s", len(images),
+                                              out / "report.html")
 
 
 def _infer(args) -> int:
@@ -115,6 +141,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("detect", help="find nodules in CT scans (files, DICOM folders)",
                               description=DETECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="scan files or folders")
+    p.add_argument("--explain", action="store_true",
+                   help="saliency maps (params 'explain:') of the top findings next to their crops in report.html")
     _common(p)
     p.set_defaults(func=_detect)
     q = subparsers.add_parser("infer", help="stage: detection on the LUNA16 test subsets (for the FROC)",

@@ -8,6 +8,7 @@ PNGs go to ``<out>/report/``; ``report.html`` references them by relative path (
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +149,22 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
     with atomic_path(path) as tmp:  # UTF-8 whatever the locale: paths may hold any character
         tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def add_explain_images(path: Path, images: dict[str, str]) -> Path:
+    """Insert each finding's saliency PNG (``detect --explain``) after its crop in ``report.html``.
+
+    ``images``: crop name as the report references it (``report/<id>_<k>.png``) -> saliency PNG path;
+    the saliency PNG is referenced relative to the report's folder."""
+    from pipeline.utils import atomic_path
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    for crop, png in images.items():
+        tag = f"<img src='{html.escape(crop)}' alt='finding crops'>"
+        rel = Path(os.path.relpath(Path(png).resolve(), path.parent.resolve())).as_posix()
+        text = text.replace(tag, f"{tag}\n<img src='{html.escape(rel)}' alt='saliency (what the classifier "
+                                 "looked at)'>", 1)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path

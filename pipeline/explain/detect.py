@@ -2,7 +2,7 @@
 
 Each finding's classifier input is cut again from its scan exactly as ``detect`` cut it (the
 classifier's saved preprocess and patch params, :mod:`pipeline.detect.score`), then explained with
-:func:`pipeline.explain.stage.explain_patches`. The scans are read from the paths recorded in
+:func:`pipeline.explain.saliency.explain_patches`. The scans are read from the paths recorded in
 ``scans/<id>.json`` (as given to ``detect``: relative paths resolve from the working directory).
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def explain_detect(detect_dir: str | os.PathLike, model_dir: str | os.PathLike, 
     Returns ``{crop png (as report.html names it): saliency png path}`` for the findings that have a
     crop in the report."""
     from pipeline.explain import figures
-    from pipeline.explain.stage import explain_patches
+    from pipeline.explain.saliency import explain_patches
     from pipeline.runtime import load_model, resolve_device
     from pipeline.utils import atomic_path
 

@@ -153,3 +153,18 @@ def radius_px(diameter_mm: np.ndarray, config: dict, kind: str) -> np.ndarray:
     else:
         scale = 1.0 / float(min(config.get("spacing_xyz_mm") or [1.0]))
     return np.asarray(diameter_mm, float) / 2.0 * scale
+
+
+def occlusion_px(config: dict, kind: str, mm: float) -> int:
+    """Occlusion edge in input pixels / voxels for ``mm`` millimetres (at least 2)."""
+    return max(2, int(round(2 * float(radius_px(np.array([mm]), config, kind)[0]))))
+
+
+def explain_patches(model: nn.Module, config: dict, patches: np.ndarray, cfg, device="cpu") -> dict:
+    """``{method: maps (N, *spatial)}`` for every method of ``cfg`` (an ExplainConfig) on HU ``patches``
+    of the classifier described by ``config`` (its config.json)."""
+    kind = config.get("kind", "2d")
+    mask = occlusion_px(config, kind, cfg.occlusion_mm)
+    return {m: saliency_maps(model, patches, m, layer=cfg.layer, mask_px=mask, overlap=cfg.occlusion_overlap,
+                             fill_hu=cfg.occlusion_hu, batch_size=cfg.batch_size, device=device)
+            for m in cfg.methods}

@@ -42,27 +42,9 @@ def read_inputs(store, rows: np.ndarray, kind: str) -> np.ndarray:
     return store.cubes(rows).astype(np.float32)[:, None]
 
 
-def occlusion_px(config: dict, kind: str, mm: float) -> int:
-    """Occlusion edge in input pixels / voxels for ``mm`` millimetres (at least 2)."""
-    from pipeline.explain.saliency import radius_px
-
-    return max(2, int(round(2 * float(radius_px(np.array([mm]), config, kind)[0]))))
-
-
-def explain_patches(model, config: dict, patches: np.ndarray, cfg: ExplainConfig, device="cpu") -> dict:
-    """``{method: maps (N, *spatial)}`` for every method of ``cfg``."""
-    from pipeline.explain.saliency import saliency_maps
-
-    kind = config.get("kind", "2d")
-    mask = occlusion_px(config, kind, cfg.occlusion_mm)
-    return {m: saliency_maps(model, patches, m, layer=cfg.layer, mask_px=mask, overlap=cfg.occlusion_overlap,
-                             fill_hu=cfg.occlusion_hu, batch_size=cfg.batch_size, device=device)
-            for m in cfg.methods}
-
-
 def _saliency(model, config, store, cfg: ExplainConfig, out: Path, device) -> dict:
     from pipeline.explain import figures
-    from pipeline.explain.saliency import inside_share, nodule_area_share, radius_px
+    from pipeline.explain.saliency import explain_patches, inside_share, nodule_area_share, radius_px
 
     kind = config.get("kind", "2d")
     rows = split_of(store, config, cfg.split)
