@@ -27,6 +27,7 @@ STAGE_MODULES = [
     "pipeline.detect.cli",
     "pipeline.preset",
     "pipeline.figures",
+    "pipeline.report.cli",
     "pipeline.explain.cli",
 ]
 

@@ -50,7 +50,7 @@ def tensors_sha256(module: nn.Module) -> str:
     """sha256 of a module's state (names, dtypes, shapes, bytes) -- for weights without a file."""
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
-        t = v.detach().cpu().contiguous()
+        t = v.detach().cpu().reshape(-1).contiguous()
         h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

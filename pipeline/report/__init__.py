@@ -1,0 +1,1 @@
+"""Reports generated from DVC experiments (``python -m pipeline transfer-report``)."""

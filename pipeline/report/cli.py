@@ -1,0 +1,27 @@
+"""``python -m pipeline transfer-report``: the transfer figure + table from the DVC experiments."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.cliutil import check_input_dir, check_output_dir
+    from pipeline.report.transfer import write_report
+
+    repo = check_input_dir(args.repo, "--repo", "git + DVC repository with experiments")
+    check_output_dir(args.out)
+    res = write_report(repo, args.out, include_workspace=args.workspace, names=args.exp or None)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("transfer-report", help="figure (val AUC per epoch) + strategies/encoders table "
+                       "from the DVC experiments (dvc exp show + DVCLive curves)")
+    p.add_argument("--repo", default=".", help="repository with the experiments (default: .)")
+    p.add_argument("--out", default="docs/transfer", help="output folder (default: docs/transfer)")
+    p.add_argument("--exp", action="append", help="experiment name to include (repeat; default: all, "
+                   "plus the baseline commit)")
+    p.add_argument("--workspace", action="store_true", help="also the uncommitted workspace")
+    p.set_defaults(func=_report)
