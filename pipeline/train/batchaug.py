@@ -81,8 +81,6 @@ class BatchAugment:
         g = torch.Generator().manual_seed(int(seed))
         p = params if params is not None else self.draw(len(x), g)
         nd, dev = self.nd, x.device
-        sp = tuple(range(x.dim() - nd, x.dim()))  # spatial dims of the batch tensor
-        plane = sp[-2:]  # axial plane: last two spatial dims
 
         # flips then rot90 as one gather per batch: each sample's (flips, k) is a permutation
         elem = (p.flip.long() << torch.arange(nd)).sum(1) + (p.k << nd)

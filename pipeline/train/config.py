@@ -8,6 +8,7 @@ from pipeline.errors import ConfigError
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
 IMBALANCE = ("sampler", "focal", "none")
+LOADERS = ("batched", "dataset")
 SEG_LOSSES = ("dice_ce", "dice_focal")
 
 
@@ -53,6 +54,9 @@ class _Common:
     max_train_samples: int | None = None
     window_hu: tuple[float, float] = (-1000.0, 400.0)
     neg_ratio: float | None = None
+    loader: str = "batched"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         from pipeline.models.transfer import STRATEGIES
@@ -60,6 +64,7 @@ class _Common:
         _choice("train.precision", self.precision, PRECISIONS)
         _choice("train.device", self.device, DEVICES)
         _choice("train.imbalance", self.imbalance, IMBALANCE)
+        _choice("train.loader", self.loader, LOADERS)
         _choice("train.strategy", self.strategy, STRATEGIES)
         _choice("train.weights", self.weights, ("pretrained", "none"))
         for name in ("epochs", "batch_size"):
@@ -101,7 +106,11 @@ class TrainConfig(_Common):
     auto|bf16|fp16|fp32 (fp16 needs CUDA: ConfigError on CPU), ``device`` auto|cpu|cuda,
     ``imbalance`` sampler (balanced WeightedRandomSampler) | focal (sigmoid focal loss) | none,
     ``augment`` (MONAI flips / in-plane rot90 / small affine / HU noise+shift, train only),
-    ``num_workers``, ``seed``. Splits: the index ``split`` column unless ``test_subsets`` /
+    ``num_workers``, ``seed``. ``loader``: batched (the train split held in one tensor, batches
+    gathered and augmented as tensor ops on the device, :mod:`pipeline.train.memstore`) | dataset
+    (the per-sample MONAI path through a DataLoader). ``channels_last`` / ``compile``: model in
+    channels-last memory format / wrapped in ``torch.compile`` (off: on an H100 channels-last was
+    slower). Splits: the index ``split`` column unless ``test_subsets`` /
     ``val_subsets`` (LUNA16 subset numbers) are given. ``max_train_samples``: random subset of train.
     ``neg_ratio``: negatives per positive drawn afresh each epoch from the train side of the fold
     (null = all; the scored subsets are never subsampled, see :class:`~pipeline.train.data.EpochSampler`).

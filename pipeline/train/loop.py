@@ -43,6 +43,17 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, span) / span))
 
 
+def channels_last(model: torch.nn.Module) -> torch.memory_format:
+    """Put ``model``'s conv weights in channels-last order (2D: 4-D weights, else 3D: 5-D); returns the
+    input memory format to match."""
+    rank = 4 if getattr(model, "kind", "3d") == "2d" else 5
+    fmt = torch.channels_last if rank == 4 else torch.channels_last_3d
+    for p in model.parameters():
+        if p.dim() == rank:
+            p.data = p.data.contiguous(memory_format=fmt)
+    return fmt
+
+
 @dataclass
 class Task:
     loss: Callable[[torch.Tensor, dict], torch.Tensor]
@@ -84,8 +95,14 @@ class Trainer:
                                rank=self.rank, world=self.world, neg_ratio=getattr(c, "neg_ratio", None))
         kw = {"num_workers": int(c.num_workers), "pin_memory": self.device.type == "cuda",
                   "persistent_workers": int(c.num_workers) > 0}
-        train = DataLoader(self.train_ds, batch_size=int(c.batch_size), sampler=sampler,
-                           drop_last=len(sampler) >= int(c.batch_size), **kw)
+        if getattr(c, "loader", "dataset") == "batched":  # one tensor, batched augmentation on the device
+            from pipeline.train.memstore import BatchLoader
+
+            train = BatchLoader(self.train_ds, sampler, int(c.batch_size), self.device,
+                                augment=self.train_ds.augment is not None, seed=c.seed, rank=self.rank)
+        else:
+            train = DataLoader(self.train_ds, batch_size=int(c.batch_size), sampler=sampler,
+                               drop_last=len(sampler) >= int(c.batch_size), **kw)
         val = DataLoader(self.val_ds, batch_size=int(c.batch_size) * 2, sampler=ddp.ShardSampler(len(self.val_ds)),
                          **kw)  # each rank its in-order shard; the task's evaluate gathers them
         return train, val, sampler
@@ -104,6 +121,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if getattr(self.cfg, "compile", False):
+            net = torch.compile(net)
         return opt, net
 
     def _live(self, resume: bool):
@@ -121,6 +140,7 @@ class Trainer:
         from pipeline.models.transfer import needs_new_optimizer, set_train_mode
 
         c, model, dev = self.cfg, self.model.to(self.device), self.device
+        fmt = channels_last(model) if getattr(c, "channels_last", False) else None
         train_dl, val_dl, sampler = self._loaders()
         steps = len(train_dl)
         total, warm = steps * int(c.epochs), round(float(c.warmup_epochs) * steps)
@@ -164,6 +184,8 @@ class Trainer:
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * f
                 batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                if fmt is not None:
+                    batch["x"] = batch["x"].contiguous(memory_format=fmt)
                 with autocast(dev, self.amp):
                     logits = net(batch["x"])
                 loss = self.task.loss(logits.float(), batch)

@@ -91,12 +91,13 @@ class PatchTensors:
         x = torch.cat([p[0] for p in parts])
         mask = torch.cat([p[1] for p in parts]) if self.ds.masks else None
         ign = torch.cat([p[2] for p in parts]) if self.ds.masks else None
-        if self.placement == "gpu":
-            put = lambda t: None if t is None else t.to(self.device)  # noqa: E731
-        elif self.device.type == "cuda" and torch.cuda.is_available():
-            put = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        else:
-            put = lambda t: t  # noqa: E731
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
+
+        def put(t):
+            if t is None:
+                return None
+            return t.to(self.device) if self.placement == "gpu" else t.pin_memory() if cuda else t
+
         self.x, self.mask, self.ignore = put(x), put(mask), put(ign)
         if self.placement == "gpu":
             self.y, self.rows = self.y.to(self.device), self.rows.to(self.device)
