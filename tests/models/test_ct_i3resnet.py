@@ -204,3 +204,32 @@ def test_missing_extra_says_what_to_install(monkeypatch):
     assert enc.provenance["weights_source"] == "random" and enc.out_features == 2048
     assert len(enc.stages) == 5
     assert {id(p) for s in enc.stages for p in s.parameters()} == {id(p) for p in enc.module.parameters()}
+
+
+@pytest.mark.gpu
+@needs_ct
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_partial_fine_tune_step_on_gpu(pretrained):
+    """strategy partial (deepest 2 stages + head) under the runtime's mixed precision: one AdamW
+    step on a batch of cubes changes layer4 but not the stem, and the loss is finite."""
+    from pipeline.models.transfer import TransferConfig, apply_strategy, set_train_mode
+    from pipeline.runtime import autocast, resolve_precision
+
+    dev = torch.device("cuda")
+    model = pretrained.to(dev)
+    groups = apply_strategy(model, "partial", TransferConfig(unfreeze_stages=2), epoch=0)
+    opt = torch.optim.AdamW(groups)
+    set_train_mode(model, True)
+    stem, top = model.encoder.conv1.weight.detach().clone(), model.encoder.layer4[2].conv3.weight.detach().clone()
+    x = torch.full((4, 1, 48, 48, 48), -800.0, device=dev)
+    x[::2, :, 16:32, 16:32, 16:32] = 20.0
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0], device=dev)
+    with autocast(dev, resolve_precision("auto", dev)):
+        logits = model(x)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert torch.equal(model.encoder.conv1.weight, stem)
+    assert not torch.equal(model.encoder.layer4[2].conv3.weight, top)
+    model.cpu().eval()
