@@ -88,6 +88,7 @@ class PatchTensors:
 
     def _load(self) -> None:
         parts = [self._read(np.arange(s, min(s + CHUNK, self.n))) for s in range(0, self.n, CHUNK)]
+        self.ds._cache = None  # the dataset's own preload copy: the tensor replaces it
         x = torch.cat([p[0] for p in parts])
         mask = torch.cat([p[1] for p in parts]) if self.ds.masks else None
         ign = torch.cat([p[2] for p in parts]) if self.ds.masks else None
