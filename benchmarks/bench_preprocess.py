@@ -10,7 +10,8 @@ when available, else the test phantom), preprocessed to 1 mm: (z, y, x) = (375, 
 Each variant runs in a fresh process (SimpleITK on its default threads = the machine's cores);
 the mask steps are also timed alone on the same resampled volume: connected components
 (label + sizes), per-slice hull / hole filling, dilation.
-Usage: python benchmarks/bench_preprocess.py [--repeats 3]
+Usage: python benchmarks/bench_preprocess.py [--repeats 3] [--scale 1] [--no-write]
+(``--scale 0.5``: half-size scan per axis for a quick check; docs/benchmarks.md is then not updated).
 """
 from __future__ import annotations
 
@@ -138,7 +139,11 @@ def worker(kind: str, path: str, q) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="scan size per axis relative to 512x512x300")
+    ap.add_argument("--no-write", action="store_true", help="print only (docs/benchmarks.md untouched)")
     args = ap.parse_args()
+    global SHAPE
+    SHAPE = tuple(max(32, round(n * args.scale)) for n in SHAPE)
     ctx = mp.get_context("spawn")
     best: dict[str, dict[str, float]] = {}
     ratios, checks = [], []
@@ -185,6 +190,8 @@ def main() -> None:
                    f"voxels that differ: **{diffs}** (Dice {min(c[2] for c in checks):.6f}).")]
     md = "\n".join(lines)
     print(md)
+    if args.no_write or args.scale != 1.0:
+        return
     from benchmarks._report import update_section
 
     update_section("bench_preprocess", md)
