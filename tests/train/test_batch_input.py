@@ -204,3 +204,16 @@ def test_separable_cube_affine_equals_the_3d_grid_sample(mode):
     grid = F.affine_grid(_theta(ang, sc, 3), list(t.shape), align_corners=False)
     ref = F.grid_sample(t, grid, mode=mode, padding_mode="border", align_corners=False)
     assert torch.allclose(resample(t, ang, sc, mode), ref, atol=0.01)
+
+
+def test_channels_last_converts_the_conv_weights_of_the_model_kind():
+    from pipeline.train.loop import channels_last
+
+    net2, net3 = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv3d(1, 4, 3)
+    net2.kind = "2d"
+    assert channels_last(net2) == torch.channels_last
+    assert net2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert channels_last(net3) == torch.channels_last_3d
+    assert net3.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    assert net2(x).shape == (2, 4, 6, 6)
