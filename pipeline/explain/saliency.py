@@ -157,7 +157,7 @@ def radius_px(diameter_mm: np.ndarray, config: dict, kind: str) -> np.ndarray:
 
 def occlusion_px(config: dict, kind: str, mm: float) -> int:
     """Occlusion edge in input pixels / voxels for ``mm`` millimetres (at least 2)."""
-    return max(2, int(round(2 * float(radius_px(np.array([mm]), config, kind)[0]))))
+    return max(2, round(2 * float(radius_px(np.array([mm]), config, kind)[0])))
 
 
 def explain_patches(model: nn.Module, config: dict, patches: np.ndarray, cfg, device="cpu") -> dict:

@@ -44,7 +44,13 @@ def read_inputs(store, rows: np.ndarray, kind: str) -> np.ndarray:
 
 def _saliency(model, config, store, cfg: ExplainConfig, out: Path, device) -> dict:
     from pipeline.explain import figures
-    from pipeline.explain.saliency import explain_patches, inside_share, nodule_area_share, radius_px
+    from pipeline.explain.saliency import (
+        explain_patches,
+        inside_share,
+        nodule_area_share,
+        radius_px,
+    )
+    from pipeline.utils import atomic_path
 
     kind = config.get("kind", "2d")
     rows = split_of(store, config, cfg.split)
@@ -64,8 +70,6 @@ def _saliency(model, config, store, cfg: ExplainConfig, out: Path, device) -> di
     for k, s in enumerate(pick):
         stem = f"{k:02d}_s{int(s)}"
         for m, mm in maps.items():
-            from pipeline.utils import atomic_path
-
             with atomic_path(out / "samples" / f"{stem}_{m}.npy") as tmp:
                 np.save(tmp, mm[k])
         figures.sample_figure(out / "samples" / f"{stem}.png", x[k], {m: mm[k] for m, mm in maps.items()},
@@ -74,7 +78,7 @@ def _saliency(model, config, store, cfg: ExplainConfig, out: Path, device) -> di
     shares = {m: inside_share(mm, r) for m, mm in maps.items()}
     return {"saliency_method": cfg.methods[0], "saliency_inside_share": shares[cfg.methods[0]],
             "saliency_inside_share_by_method": shares, "nodule_area_share": nodule_area_share(r, x.shape[2:]),
-            "saliency_samples": int(len(pick)), "saliency_split": cfg.split,
+            "saliency_samples": len(pick), "saliency_split": cfg.split,
             "saliency_layer": str(cfg.layer), "saliency_mean_probability": float(np.mean(probs))}
 
 
@@ -118,9 +122,9 @@ def _features(model, config, store, cfg: ExplainConfig, out: Path, device) -> di
     figures.filters_figure(out / "filters.png", w0, w1, name)
     return {"linear_probe_auc_before": aucs["before"], "linear_probe_auc_after": aucs["after"],
             "linear_probe_fit_split": cfg.probe_fit_split, "linear_probe_eval_split": cfg.probe_eval_split,
-            "linear_probe_n_fit": int(len(labels[cfg.probe_fit_split])),
-            "linear_probe_n_eval": int(len(labels[cfg.probe_eval_split])),
-            "embedded_patches": int(len(keep)), "feature_split": cfg.feature_split,
+            "linear_probe_n_fit": len(labels[cfg.probe_fit_split]),
+            "linear_probe_n_eval": len(labels[cfg.probe_eval_split]),
+            "embedded_patches": len(keep), "feature_split": cfg.feature_split,
             "first_conv": name, "first_conv_max_abs_change": float(np.abs(w1 - w0).max()),
             "encoder": enc, "strategy": config.get("strategy")}
 
