@@ -109,7 +109,8 @@ def contact_sheet(png: Path, patches: np.ndarray, maps: dict[str, np.ndarray], c
 
 
 def feature_space_figure(png: Path, before: dict[str, np.ndarray], after: dict[str, np.ndarray],
-                         labels: np.ndarray, titles: tuple[str, str], aucs: tuple[float, float]) -> Path:
+                         labels: np.ndarray, titles: tuple[str, str], aucs: tuple[float, float],
+                         suptitle: str = "") -> Path:
     """2 x 2: rows PCA / t-SNE, columns before / after transfer; points coloured by label."""
     plt = _plt()
     fig, axs = plt.subplots(2, 2, figsize=(9, 8), dpi=80)
@@ -121,10 +122,12 @@ def feature_space_figure(png: Path, before: dict[str, np.ndarray], after: dict[s
                 pts = emb[kind][lab == y]
                 ax.scatter(pts[:, 0], pts[:, 1], s=6 if y == 0 else 12, c=color, alpha=0.6, label=name,
                            linewidths=0)
-            ax.set_title(f"{title}: {'PCA' if kind == 'pca' else 't-SNE'} (probe AUC {auc:.3f})", fontsize=9)
+            ax.set_title(f"{title}\n{'PCA' if kind == 'pca' else 't-SNE'}, linear-probe AUC {auc:.3f}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
     axs[0, 0].legend(fontsize=8, loc="best")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return _save(fig, png)
 
@@ -137,7 +140,8 @@ def _tiles(w: np.ndarray) -> np.ndarray:
     return t if t.shape[-1] in (1, 3) else t.mean(-1, keepdims=True)
 
 
-def filters_figure(png: Path, before: np.ndarray, after: np.ndarray, name: str, max_filters: int = 32) -> Path:
+def filters_figure(png: Path, before: np.ndarray, after: np.ndarray, name: str, max_filters: int = 32,
+                   note: str = "") -> Path:
     """Rows: first-conv filters before, after, and |after - before| (shared scale per row)."""
     plt = _plt()
     tb, ta = _tiles(before)[:max_filters], _tiles(after)[:max_filters]
@@ -159,6 +163,6 @@ def filters_figure(png: Path, before: np.ndarray, after: np.ndarray, name: str, 
     for i, label in enumerate(("before", "after", "|change|")):
         axs[i, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(f"{name}: first-convolution filters before / after fine-tuning "
-                 f"(max |change| {dmax:.3g}, max |weight| {scale:.3g})", fontsize=8)
+                 f"(max |change| {dmax:.3g}, max |weight| {scale:.3g}){note}", fontsize=8)
     fig.tight_layout()
     return _save(fig, png)

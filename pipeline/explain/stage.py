@@ -115,11 +115,15 @@ def _features(model, config, store, cfg: ExplainConfig, out: Path, device) -> di
     src = "random init" if config["model"].get("weights") == "none" else prov.get("weights_source", "pretrained")
     figures.feature_space_figure(out / "feature_space.png", emb["before"], emb["after"],
                                  labels[cfg.feature_split][keep],
-                                 (f"{enc} as loaded ({src})", f"after fine-tuning ({config.get('strategy', '?')})"),
-                                 (aucs["before"], aucs["after"]))
+                                 (f"before: weights as loaded ({src})",
+                                  f"after: fine-tuned (strategy {config.get('strategy', '?')})"),
+                                 (aucs["before"], aucs["after"]),
+                                 f"{enc} pooled features, {cfg.feature_split} split ({len(keep)} patches); "
+                                 f"probe fit on {cfg.probe_fit_split}, AUC on {cfg.probe_eval_split}")
     name, w0 = F.first_conv(before_model)
     _, w1 = F.first_conv(model)
-    figures.filters_figure(out / "filters.png", w0, w1, name)
+    frozen = "; unchanged: frozen by the strategy" if np.array_equal(w0, w1) else ""
+    figures.filters_figure(out / "filters.png", w0, w1, name, note=frozen)
     return {"linear_probe_auc_before": aucs["before"], "linear_probe_auc_after": aucs["after"],
             "linear_probe_fit_split": cfg.probe_fit_split, "linear_probe_eval_split": cfg.probe_eval_split,
             "linear_probe_n_fit": len(labels[cfg.probe_fit_split]),
