@@ -6,7 +6,10 @@ Samples are dicts ``{"x": float32 HU tensor, "y": float32 label, "row": int}`` w
 cube, drawn from its world centre and diameter (``nodules.csv`` of the patch store, see
 :mod:`pipeline.patches.nodules`), and the excluded findings to leave out of the loss.
 Augmentation (train only) is seeded per (seed, epoch, sample), so it does not depend on the
-number of workers and ``--resume`` replays it exactly.
+number of workers and ``--resume`` replays it exactly. Training uses this per-sample path only with
+``loader: dataset``; the default (``loader: batched``) holds the split in one tensor and augments
+whole batches on the device with the same transforms (:mod:`pipeline.train.memstore`,
+:mod:`pipeline.train.batchaug`). Validation and ``predict`` read unaugmented samples from here.
 """
 from __future__ import annotations
 
