@@ -15,6 +15,8 @@ The model is put in eval mode (no dropout, BatchNorm running stats), so maps are
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -97,7 +99,9 @@ def occlusion_maps(model: nn.Module, patches: np.ndarray, mask_px: int, *, overl
     occ = OcclusionSensitivity(wrapped, mask_size=int(mask_px), n_batch=int(batch_size), verbose=False,
                                mode=float(fill_hu), overlap=float(overlap), activate=False)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # MONAI indexes with a list of slices (a torch deprecation warning per window): not ours to fix
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
         for x in _batches(patches, 1):
             x = x.to(device)
             p0 = wrapped(x).reshape(())
