@@ -8,7 +8,10 @@
   the windows that hold no mask voxel (their batch slots get a logit of -30). The probability of a
   voxel inside the mask is a gaussian-weighted mean over the windows that contain it, and each of
   those contains a mask voxel (that one), so probabilities inside the mask are unchanged; outside
-  the mask they may differ (candidates are only taken inside the lung mask).
+  the mask they may differ (candidates are only taken inside the lung mask). It saves time only
+  where the lung-box grid has windows without lung (on the synthetic LUNA16-like scans every
+  window of the box holds lung voxels: 240 of 240 on a 512x512x300 scan, 18 of 18 on the default
+  test scans, so nothing is saved there).
 * On CPU the model runs with channels-last 3D weights (same numbers, ~5 % faster) and, for bf16,
   as a full-bf16 copy (AMX/oneDNN: about 1.9x the fp32 speed per window on this project's
   AMX Xeon, faster than bf16 autocast). Probabilities differ from fp32 (up to 0.29 on one of

@@ -12,8 +12,8 @@ from detect_helpers import BlobSegmenter, make_phantom
 
 from pipeline.io.scans import write_scan
 
-PARAMS = dict(max_candidates=4, max_findings=3, max_size_mm=500.0, roi_size=(64, 64, 64), device="cpu",
-              batch_size=4)
+PARAMS = {"max_candidates": 4, "max_findings": 3, "max_size_mm": 500.0, "roi_size": (64, 64, 64),
+          "device": "cpu", "batch_size": 4}
 
 
 @pytest.fixture(scope="module")
