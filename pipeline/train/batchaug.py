@@ -91,21 +91,28 @@ class BatchAugment:
         idx = p.affine.nonzero().flatten()
         if len(idx):
             di = idx.to(dev)
-            x.index_copy_(0, di, resample(x[di], p.angle[idx], p.scale[idx], "bilinear"))
+            _put(x, idx, resample(x[di], p.angle[idx], p.scale[idx], "bilinear"))
             if extra is not None:  # binary channels: one nearest pass over their bit code
                 code = (extra[di] * _bits(extra.shape[1], dev, nd)).sum(1, keepdim=True)
                 code = resample(code, p.angle[idx], p.scale[idx], "nearest").to(torch.int64)
                 bits = (code >> torch.arange(extra.shape[1], device=dev).view(1, -1, *[1] * nd)) & 1
-                extra.index_copy_(0, di, bits.float())
+                _put(extra, idx, bits.float())
         idx = p.noise.nonzero().flatten()
         if len(idx):
             gd = g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(int(torch.randint(1 << 62, (1,), generator=g)))
             di = idx.to(dev)
             std = p.noise_std[idx].to(dev).view(-1, *([1] * (x.dim() - 1)))
-            x.index_add_(0, di, torch.randn((len(idx), *x.shape[1:]), generator=gd, device=dev) * std)
+            _put(x, idx, torch.randn((len(idx), *x.shape[1:]), generator=gd, device=dev).mul_(std), add=True)
         if bool(p.shift.any()):
             x += torch.where(p.shift, p.offset, 0.0).to(dev).view(-1, *([1] * (x.dim() - 1)))
         return x, extra
+
+
+def _put(t: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, add: bool = False) -> None:
+    """``t[idx] = values`` (or ``+=``) sample by sample: contiguous per-sample copies (on CPU,
+    ``index_copy_`` / ``index_add_`` over the batch dimension were several times slower)."""
+    for j, i in enumerate(idx.tolist()):
+        t[i].add_(values[j]) if add else t[i].copy_(values[j])
 
 
 _MAPS: dict = {}
