@@ -1,7 +1,7 @@
 """Running the per-scan jobs of a detection batch: in process one after the other, overlapped with a
 process pool that reads and preprocesses the next scans, or as Dask tasks.
 
-Overlapped (``prefetch >= 1``, no scheduler): ``prefetch`` pool workers
+Overlapped (``prefetch >= 1``, no scheduler, at least :data:`MIN_OVERLAP_SCANS` scans): ``prefetch`` pool workers
 (:func:`pipeline.preprocess.pool.worker_pool`: they die with this process) each take the next scan
 (content identity, read, the segmenter's preprocessing: :func:`prepare`) while this process runs the
 models on the current one (:func:`pipeline.detect.batch.process_one` with the prepared scan). At
@@ -23,6 +23,7 @@ from pipeline.detect.discover import Job
 from pipeline.progress import ProgressLog
 
 log = logging.getLogger(__name__)
+MIN_OVERLAP_SCANS = 3  # fewer: the pool's start (a few s) costs more than the one preprocessing it hides
 
 
 def prepare(job: Job, pcfg, out_dir: str, key: str, index: dict, save_maps: bool):
@@ -95,7 +96,7 @@ def run_jobs(jobs: list[Job], args: tuple, *, scheduler=None, prefetch: int = 1,
     try:
         if scheduler is not None:
             _run_dask(jobs, args, scheduler, done, prog)
-        elif prefetch > 0 and len(jobs) > 1:
+        elif prefetch > 0 and len(jobs) >= MIN_OVERLAP_SCANS:
             _run_overlapped(jobs, args, int(prefetch), done, prog)
         else:
             for j in jobs:
