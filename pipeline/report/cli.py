@@ -11,7 +11,8 @@ def _report(args: argparse.Namespace) -> int:
 
     repo = check_input_dir(args.repo, "--repo", "git + DVC repository with experiments")
     check_output_dir(args.out)
-    res = write_report(repo, args.out, include_workspace=args.workspace, names=args.exp or None)
+    res = write_report(repo, args.out, include_workspace=args.workspace, all_commits=args.all_commits,
+                       names=args.exp or None)
     print(json.dumps(res, indent=2))
     return 0
 
@@ -24,4 +25,6 @@ def register(sub) -> None:
     p.add_argument("--exp", action="append", help="experiment name to include (repeat; default: all, "
                    "plus the baseline commit)")
     p.add_argument("--workspace", action="store_true", help="also the uncommitted workspace")
+    p.add_argument("--all-commits", action="store_true", help="experiments of every commit (dvc exp show -A), "
+                   "not only those of HEAD")
     p.set_defaults(func=_report)

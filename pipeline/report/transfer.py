@@ -68,11 +68,13 @@ def _records(node, baseline: str | None = None):
                 yield from _records(r, node.get("name") or node.get("rev", "")[:7])
 
 
-def list_experiments(repo: str | os.PathLike, include_workspace: bool = False) -> list[dict]:
+def list_experiments(repo: str | os.PathLike, include_workspace: bool = False,
+                     all_commits: bool = False) -> list[dict]:
     """One record per baseline commit / experiment: ``name``, ``rev``, ``baseline``,
-    ``params`` (``train`` section of params.yaml), ``metrics`` (flattened ``eval/metrics.json``)."""
+    ``params`` (``train`` section of params.yaml), ``metrics`` (flattened ``eval/metrics.json``).
+    ``all_commits``: experiments of every commit (``dvc exp show -A``), not only HEAD's."""
     repo = Path(repo)
-    data = json.loads(_run(["dvc", "exp", "show", "--json"], repo) or "[]")
+    data = json.loads(_run(["dvc", "exp", "show", "--json", *(["-A"] if all_commits else [])], repo) or "[]")
     out = []
     for entry, base in _records(data):
         rev = entry["rev"]
@@ -109,13 +111,22 @@ def feature_timings(cache: Path | None = None) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(d).glob("*.json"))] if Path(d).is_dir() else []
 
 
-def collect(repo: str | os.PathLike, *, include_workspace: bool = False, feature_cache=None) -> list[dict]:
-    """Experiments with their curves and the table's derived columns."""
+def collect(repo: str | os.PathLike, *, include_workspace: bool = False, all_commits: bool = False,
+            feature_cache=None, names: list[str] | None = None) -> list[dict]:
+    """Experiments (only ``names``, in that order, when given) with their curves and the table's
+    derived columns."""
     import yaml
 
     repo = Path(repo)
     feats = feature_timings(Path(feature_cache) if feature_cache else None)
-    recs = list_experiments(repo, include_workspace)
+    recs = list_experiments(repo, include_workspace, all_commits)
+    if names:
+        by = {}
+        for r in recs:
+            by.setdefault(r["name"], r)
+        if missing := [n for n in names if n not in by]:
+            raise DataError(repo, f"no DVC experiment named {missing}; have {sorted(by)[:20]}")
+        recs = [by[n] for n in names]
     for r in recs:
         p = r["params"]
         live_params = yaml.safe_load(git_file(repo, r["rev"], f"{LIVE}/params.yaml") or "{}") or {}
@@ -182,17 +193,13 @@ def figure(recs: list[dict], path: Path) -> Path:
 
 
 def write_report(repo: str | os.PathLike, out: str | os.PathLike, *, include_workspace: bool = False,
-                 feature_cache=None, names: list[str] | None = None) -> dict:
+                 all_commits: bool = False, feature_cache=None, names: list[str] | None = None) -> dict:
     """Write ``transfer_val_auc.png``, ``transfer.md`` and ``transfer.csv`` under ``out``;
     ``names`` keeps only those experiments (in that order). Returns the paths and the row count."""
     from pipeline.utils import write_csv, write_text
 
-    recs = collect(repo, include_workspace=include_workspace, feature_cache=feature_cache)
-    if names:
-        by = {r["name"]: r for r in recs}
-        if missing := [n for n in names if n not in by]:
-            raise DataError(Path(repo), f"no DVC experiment named {missing}; have {sorted(by)}")
-        recs = [by[n] for n in names]
+    recs = collect(repo, include_workspace=include_workspace, all_commits=all_commits,
+                   feature_cache=feature_cache, names=names)
     if not recs:
         raise DataError(Path(repo), "no DVC experiments found (run `dvc exp run` first)")
     out = Path(out)
