@@ -110,7 +110,12 @@ class BatchAugment:
 
 def _put(t: torch.Tensor, idx: torch.Tensor, values: torch.Tensor, add: bool = False) -> None:
     """``t[idx] = values`` (or ``+=``) sample by sample: contiguous per-sample copies (on CPU,
-    ``index_copy_`` / ``index_add_`` over the batch dimension were several times slower)."""
+    ``index_copy_`` / ``index_add_`` over the batch dimension were several times slower); on a GPU
+    one ``index_copy_`` / ``index_add_`` kernel instead of a launch per sample."""
+    if t.device.type != "cpu":
+        i = idx.to(t.device)
+        t.index_add_(0, i, values) if add else t.index_copy_(0, i, values)
+        return
     for j, i in enumerate(idx.tolist()):
         t[i].add_(values[j]) if add else t[i].copy_(values[j])
 
