@@ -7,7 +7,8 @@ strategy; DVCLive plots are ``cache: false``, so every experiment commit holds t
 ``transfer_val_auc.png`` (validation AUC per epoch, one line per experiment), ``transfer.md`` (the
 strategies / encoders table) and ``transfer.csv`` (the same numbers).
 Feature-extraction seconds per patch (linear probe) come from the feature cache's meta files
-(:mod:`pipeline.train.features`) when present, matched by encoder and weights.
+(:mod:`pipeline.train.features`) when present, matched by encoder, weights and the repo's
+``data/patches`` store.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 LIVE = "dvclive/classifier"
+PATCHES = "data/patches"  # the store the experiments share (feature timings must be of this store)
 COLUMNS = [  # (column, source key in the flattened record, format)
     ("test AUC", "m:classifier.auc", "{:.3f}"), ("balanced acc.", "m:classifier.balanced_accuracy", "{:.3f}"),
     ("FPR CPM", "m:fpr.cpm", "{:.3f}"), ("CV AUC", "m:cv.classifier.auc", "{:.3f}"), ("CV CPM", "m:cv.cpm", "{:.3f}"),
@@ -119,6 +121,9 @@ def collect(repo: str | os.PathLike, *, include_workspace: bool = False, all_com
 
     repo = Path(repo)
     feats = feature_timings(Path(feature_cache) if feature_cache else None)
+    from pipeline.train.features import store_identity
+
+    store = store_identity(repo / PATCHES) if (repo / PATCHES / "index.csv").is_file() else None
     recs = list_experiments(repo, include_workspace, all_commits)
     if names:
         by = {}
@@ -137,7 +142,8 @@ def collect(repo: str | os.PathLike, *, include_workspace: bool = False, all_com
         sec = curve(repo, r["rev"], "perf/seconds")
         r["seconds_per_epoch"] = float(sec.iloc[:, -1].mean()) if len(sec) else np.nan
         match = [f for f in feats if f.get("encoder") == r["encoder"] and f.get("kind") == r["kind"].lower()
-                 and str(f.get("weights", "")).startswith("tensors:") == (r["weights"] == "none")]
+                 and str(f.get("weights", "")).startswith("tensors:") == (r["weights"] == "none")
+                 and (store is None or f.get("store") == store)]
         r["feature_s_per_patch"] = float(np.median([f["seconds_per_patch"] for f in match])) \
             if match and r["strategy"] == "linear_probe" else np.nan
     return recs
