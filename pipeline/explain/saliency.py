@@ -88,7 +88,7 @@ def cam_maps(model: nn.Module, patches: np.ndarray, layer: str | int = -1, metho
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, *spatial), np.float32)
 
 
-def occlusion_maps(model: nn.Module, patches: np.ndarray, mask_px: int, *, overlap: float = 0.75,
+def occlusion_maps(model: nn.Module, patches: np.ndarray, mask_px: int, *, overlap: float = 0.5,
                    fill_hu: float = -800.0, batch_size: int = 64,
                    device: str | torch.device = "cpu") -> np.ndarray:
     """Occlusion sensitivity float32 ``(N, *spatial)``: nodule logit of the intact patch minus
@@ -111,7 +111,7 @@ def occlusion_maps(model: nn.Module, patches: np.ndarray, mask_px: int, *, overl
 
 
 def saliency_maps(model: nn.Module, patches: np.ndarray, method: str, *, layer: str | int = -1,
-                  mask_px: int = 12, overlap: float = 0.75, fill_hu: float = -800.0, batch_size: int = 32,
+                  mask_px: int = 8, overlap: float = 0.5, fill_hu: float = -800.0, batch_size: int = 32,
                   device: str | torch.device = "cpu") -> np.ndarray:
     """Maps of ``method`` (gradcampp | gradcam | occlusion) for HU ``patches``; see the module doc."""
     if method == "occlusion":

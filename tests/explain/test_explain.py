@@ -74,8 +74,8 @@ def test_maps_are_deterministic(positives):
     model.train()  # dropout on: the maps must still come out in eval mode
     a = S.cam_maps(model, x[:4], -1, "gradcampp")
     b = S.cam_maps(model, x[:4], -1, "gradcampp")
-    c = S.occlusion_maps(model, x[:2], mask_px=6)
-    d = S.occlusion_maps(model, x[:2], mask_px=6)
+    c = S.occlusion_maps(model, x[:2], mask_px=6, overlap=0.5)
+    d = S.occlusion_maps(model, x[:2], mask_px=6, overlap=0.5)
     model.eval()
     assert a.shape == (4, 32, 32) and np.array_equal(a, b) and np.array_equal(c, d)
     assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
