@@ -65,7 +65,7 @@ class NoduleSegmenter(nn.Module):
 def build_segmenter(cfg: SegmenterConfig) -> NoduleSegmenter:
     from monai.networks.nets import FlexibleUNet
 
-    from pipeline.models.encoders import _provenance
+    from pipeline.models.weights import provenance
 
     if cfg.encoder not in SEGMENTER_ENCODERS:
         raise ConfigError(f"segmenter encoder '{cfg.encoder}' not supported; valid: {', '.join(SEGMENTER_ENCODERS)}")
@@ -78,7 +78,7 @@ def build_segmenter(cfg: SegmenterConfig) -> NoduleSegmenter:
                        spatial_dims=3, decoder_channels=tuple(cfg.features))
     if cfg.weights == "none":
         log.warning("segmenter encoder %s: random initialisation (weights: none)", cfg.encoder)
-        prov = _provenance(cfg.encoder, "random", None)
+        prov = provenance(cfg.encoder, "random", None)
     else:
         prov = load_medicalnet_weights(net.encoder, depth, weights_path=cfg.weights_path,
                                        allow_download=cfg.allow_download, name=cfg.encoder)

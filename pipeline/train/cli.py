@@ -79,8 +79,9 @@ def _predict(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     res = predict(args.model, args.patches, args.out, split=args.split, subsets=args.subsets,
                   luna_root=args.luna, device=args.device, batch_size=args.batch_size)
-    print(json.dumps({"candidates": res.n_candidates, "scans": res.n_scans, "subsets": res.subsets,
-                      "seconds": round(res.seconds, 2)}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(json.dumps({"candidates": res.n_candidates, "scans": res.n_scans, "subsets": res.subsets,
+                          "seconds": round(res.seconds, 2)}))
     return 0
 
 
