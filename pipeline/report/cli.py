@@ -12,7 +12,7 @@ def _report(args: argparse.Namespace) -> int:
     repo = check_input_dir(args.repo, "--repo", "git + DVC repository with experiments")
     check_output_dir(args.out)
     res = write_report(repo, args.out, include_workspace=args.workspace, all_commits=args.all_commits,
-                       names=args.exp or None)
+                       names=args.exp or None, readme=args.readme)
     print(json.dumps(res, indent=2))
     return 0
 
@@ -27,4 +27,6 @@ def register(sub) -> None:
     p.add_argument("--workspace", action="store_true", help="also the uncommitted workspace")
     p.add_argument("--all-commits", action="store_true", help="experiments of every commit (dvc exp show -A), "
                    "not only those of HEAD")
+    p.add_argument("--readme", default=None, help="also write the table into this file between its "
+                   "'<!-- transfer-report:begin -->' and '<!-- transfer-report:end -->' lines (e.g. README.md)")
     p.set_defaults(func=_report)

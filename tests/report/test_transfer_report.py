@@ -108,3 +108,4 @@ def test_report_cli_selects_experiments_and_names_unknown(exp_repo, tmp_path, mo
     assert main(["transfer-report", "--repo", str(repo), "--out", str(tmp_path / "o2"), "--exp", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no DVC experiment named ['nope']" in err
+
