@@ -37,3 +37,14 @@ def shared_dir() -> Path:
     if not p.is_dir():
         pytest.skip(f"{p} not present")
     return p
+
+
+@pytest.fixture
+def two_torch_threads():
+    """torch on 2 threads (the CI machine's cores) for one test; the previous count restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)

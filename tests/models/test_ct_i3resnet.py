@@ -21,11 +21,8 @@ REAL_NODULE_XYZ_MM = (72.28670656, 76.90023946, -190.4589276)  # LUNA16 annotati
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
+def _threads(two_torch_threads):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

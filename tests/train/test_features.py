@@ -14,11 +14,8 @@ from pipeline.train.features import feature_key, store_features
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
+def _threads(two_torch_threads):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 
 
 def _model(seed: int):

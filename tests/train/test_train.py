@@ -18,11 +18,8 @@ FAST = {"encoder": "efficientnet_lite0", "weights": "pretrained", "batch_size": 
 
 
 @pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(2)
+def _threads(two_torch_threads):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
