@@ -127,15 +127,18 @@ def collect(repo: str | os.PathLike, *, include_workspace: bool = False, all_com
     recs = list_experiments(repo, include_workspace, all_commits)
     if names:
         by = {}
-        for r in recs:
+        for r in recs:  # by name; a baseline commit also by its 7-character rev (names repeat with -A)
             by.setdefault(r["name"], r)
+            by.setdefault(str(r["rev"])[:7], r)
         if missing := [n for n in names if n not in by]:
             raise DataError(repo, f"no DVC experiment named {missing}; have {sorted(by)[:20]}")
         recs = [by[n] for n in names]
     for r in recs:
         p = r["params"]
         live_params = yaml.safe_load(git_file(repo, r["rev"], f"{LIVE}/params.yaml") or "{}") or {}
-        r["strategy"] = live_params.get("strategy_resolved") or p.get("strategy")
+        # an explicit params strategy is what ran; `auto` resolves to what DVCLive logged
+        r["strategy"] = (p.get("strategy") if p.get("strategy") not in (None, "auto")
+                         else live_params.get("strategy_resolved") or p.get("strategy"))
         r["encoder"], r["weights"] = p.get("encoder"), p.get("weights", "pretrained")
         r["kind"] = "3D" if str(r["encoder"]).startswith(("ct_", "medicalnet")) else "2D"
         r["val_auc"] = curve(repo, r["rev"], "val/val_auc")
