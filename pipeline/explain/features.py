@@ -25,13 +25,12 @@ def pretrained_classifier(config: dict) -> nn.Module:
 @torch.inference_mode()
 def pooled_features(model: nn.Module, patches: np.ndarray, batch_size: int = 64,
                     device: str | torch.device = "cpu") -> np.ndarray:
-    """Encoder features float32 ``(N, F)`` of HU ``patches`` (``(N, 3, P, P)`` or ``(N, 1, S, S, S)``)."""
-    model = model.to(device).eval()
-    out = []
-    for i in range(0, len(patches), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(patches[i:i + batch_size])).float().to(device)
-        out.append(model.encoder(model.adapter(x)).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    """Encoder features float32 ``(N, F)`` of HU ``patches`` (``(N, 3, P, P)`` or ``(N, 1, S, S, S)``):
+    the same ``adapter -> encoder`` pass as the linear-probe cache (:func:`pipeline.train.features.extract`)."""
+    from pipeline.train.features import extract
+
+    x = patches[:, 0] if getattr(model, "kind", "2d") == "3d" and patches.ndim == 5 else patches
+    return extract(model, x, torch.device(device), batch_size=batch_size)
 
 
 def embed(features: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
