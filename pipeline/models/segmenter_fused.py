@@ -25,6 +25,7 @@ logits of the same spatial size. Eval only (no gradients through the phase assem
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 
 import torch
@@ -186,7 +187,7 @@ def _fold_batchnorms(net: nn.Module) -> None:
             adn.N = nn.Identity()
             continue
         names = list(mod._modules)
-        for prev, name in zip(names, names[1:]):
+        for prev, name in itertools.pairwise(names):
             conv, bn = mod._modules[prev], mod._modules[name]
             if isinstance(conv, nn.Conv3d) and isinstance(bn, nn.BatchNorm3d):
                 mod._modules[prev] = fuse_conv_bn_eval(conv, bn)
