@@ -11,7 +11,7 @@ from pipeline.io.scans import Scan
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.intensity import window_hu
 from pipeline.preprocess.lungmask import lung_mask
-from pipeline.preprocess.resample import resample, target_geometry
+from pipeline.preprocess.resample import resample_image, target_geometry
 
 
 class PreprocessedScan(NamedTuple):
@@ -45,9 +45,12 @@ def preprocess_scan(scan: Scan, cfg: PreprocessConfig = PreprocessConfig()) -> P
         except ValueError as exc:
             raise DataError(scan.path, str(exc)) from None
     target = target_geometry(scan.geometry, cfg.spacing_xyz_mm)
-    res = resample(windowed, scan.geometry, target, interpolation="linear", fill_value=cfg.window_hu[0])
-    array = np.rint(res, out=res).astype(np.int16)
-    del res, windowed
+    image = resample_image(windowed, scan.geometry, target, interpolation="linear", fill_value=cfg.window_hu[0])
+    del windowed
+    import SimpleITK as sitk
+
+    array = np.rint(sitk.GetArrayViewFromImage(image)).astype(np.int16)  # no float32 copy of the buffer
+    del image
     lung = lung_mask(array, target.spacing_zyx_mm, threshold_hu=cfg.lung_threshold_hu,
                      dilate_radius_mm=cfg.lung_dilate_mm, min_lung_ml=cfg.min_lung_ml,
                      hull_ratio=cfg.lung_hull_ratio, path=scan.path)

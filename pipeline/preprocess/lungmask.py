@@ -31,7 +31,6 @@ import numpy as np
 from pipeline.errors import DataError
 from pipeline.preprocess.fastmorph import dilate_ball, hull_or_fill
 
-_CHUNK = 1 << 20  # voxels per bincount call
 
 
 def label_6(mask_zyx: np.ndarray) -> tuple[np.ndarray, object, int]:
@@ -56,6 +55,26 @@ def _bbox(mask_zyx: np.ndarray) -> tuple[slice, slice, slice] | None:
     pyx = mask_zyx.any(axis=0)
     iz, iy, ix = np.nonzero(pz)[0], np.nonzero(pyx.any(axis=1))[0], np.nonzero(pyx.any(axis=0))[0]
     return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in (iz, iy, ix))
+
+
+def component_sizes_boxes(cc_image, n: int) -> tuple[np.ndarray, dict[int, tuple[slice, slice, slice]]]:
+    """Voxel counts (int64, index = label, [0] = 0) and bounding boxes ((z, y, x) slices) of the
+    labels 1..n of a SimpleITK label image, in one multi-threaded pass
+    (``LabelShapeStatisticsImageFilter`` with perimeter / Feret / oriented box off)."""
+    import SimpleITK as sitk
+
+    f = sitk.LabelShapeStatisticsImageFilter()
+    f.ComputePerimeterOff()
+    f.ComputeFeretDiameterOff()
+    f.ComputeOrientedBoundingBoxOff()
+    f.Execute(cc_image)
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    boxes = {}
+    for lab in f.GetLabels():
+        x0, y0, z0, sx, sy, sz = f.GetBoundingBox(lab)
+        sizes[lab] = f.GetNumberOfPixels(lab)
+        boxes[int(lab)] = (slice(z0, z0 + sz), slice(y0, y0 + sy), slice(x0, x0 + sx))
+    return sizes, boxes
 
 
 def dilate_mm(mask_zyx: np.ndarray, radius_mm: float, spacing_zyx_mm: Sequence[float]) -> np.ndarray:
@@ -88,14 +107,11 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
     labels, cc_image, n = label_6(array_zyx < threshold_hu)
     if n == 0:
         raise DataError(path, f"no lungs found (no voxel below {threshold_hu:g} HU)")
-    faces = np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
-                            labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
-    flat = labels.ravel()
-    sizes = np.zeros(n + 1, dtype=np.int64)
-    for i in range(0, flat.size, _CHUNK):  # chunks: no int64 copy of the whole label volume
-        sizes += np.bincount(flat[i:i + _CHUNK], minlength=n + 1)
-    sizes[0] = 0
-    sizes[np.unique(faces)] = 0
+    sizes, boxes = component_sizes_boxes(cc_image, n)
+    _, ny, nx = array_zyx.shape
+    for lab, (bz, by, bx) in boxes.items():  # touching an in-plane face: the air around the patient
+        if by.start == 0 or by.stop == ny or bx.start == 0 or bx.stop == nx:
+            sizes[lab] = 0
     order = np.argsort(sizes)[::-1]
     first = int(order[0])
     if sizes[first] * voxel_ml < min_lung_ml:
@@ -108,10 +124,8 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
             keep.append(second)
     mask = np.zeros(array_zyx.shape, dtype=bool)
     for lab in keep:
-        comp = labels == lab
-        box = _bbox(comp)  # bounding box of the component: per-slice work on the crop only
-        mask[box] |= hull_or_fill(comp[box], hull_ratio)
-        del comp
+        box = boxes[lab]  # bounding box of the component: per-slice work on the crop only
+        mask[box] |= hull_or_fill(labels[box] == lab, hull_ratio)
     del labels, cc_image
     mask = dilate_mm(mask, dilate_radius_mm, sp)
     return mask.view(np.uint8)

@@ -29,6 +29,15 @@ def target_geometry(geometry: Geometry, spacing_xyz_mm: Sequence[float]) -> Geom
 def resample(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
              interpolation: str = "linear", fill_value: float = 0.0,
              extrapolate: bool = True) -> np.ndarray:
+    """:func:`resample_image` as a numpy array of its own (a copy of the SimpleITK buffer)."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(resample_image(array_zyx, geometry, target, interpolation=interpolation,
+                                                 fill_value=fill_value, extrapolate=extrapolate))
+
+
+def resample_image(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
+                   interpolation: str = "linear", fill_value: float = 0.0, extrapolate: bool = True):
     """Resample a (z, y, x) volume from ``geometry`` onto ``target`` with ``sitk.Resample``.
 
     Args:
@@ -43,7 +52,8 @@ def resample(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
             a scan would be filled with air, which joins the lungs to the outside air.
 
     Returns:
-        array of shape ``target.shape_zyx``.
+        SimpleITK image of size ``target.shape_zyx`` (read it without a copy through
+        ``sitk.GetArrayViewFromImage`` while the image is alive).
     """
     import SimpleITK as sitk
 
@@ -65,4 +75,4 @@ def resample(array_zyx: np.ndarray, geometry: Geometry, target: Geometry, *,
         target.origin_xyz_mm, target.spacing_xyz_mm, tuple(target.direction_matrix.ravel().tolist()),
         float(fill_value), image.GetPixelID() if out_type is None else out_type, bool(extrapolate),
     )
-    return sitk.GetArrayFromImage(out)
+    return out

@@ -101,6 +101,34 @@ def test_hull_or_fill_equals_convex_hull_image_per_slice():
         assert np.array_equal(hull_or_fill(comp, ratio), ref), ratio
 
 
+def test_hull_equals_convex_hull_image_on_sparse_and_thin_slices():
+    """Point sets where few pixels are hull vertices and many are not (the pre-Qhull filter):
+    scattered specks, diagonal and staircase lines, single pixels per row, L and V shapes."""
+    rng = np.random.default_rng(1)
+    sl = []
+    for i in range(120):
+        img = np.zeros((31, 29), bool)
+        kind = i % 4
+        if kind == 0:
+            img[rng.random(img.shape) < rng.uniform(0.02, 0.2)] = True
+        elif kind == 1:  # one pixel per row: a staircase / diagonal with jitter
+            xs = np.clip(np.cumsum(rng.integers(-2, 3, 31)) + 14, 0, 28)
+            img[np.arange(31), xs] = True
+        elif kind == 2:  # an L or V of lines
+            a, b = rng.integers(0, 29, 2)
+            img[:, a] = True
+            img[rng.integers(0, 31), :] = True
+            img[np.arange(31), np.clip(np.arange(31) + b - 15, 0, 28)] = True
+        else:  # rows of random extent (left/right extremes vary both ways)
+            for y in rng.choice(31, int(rng.integers(3, 20)), replace=False):
+                x0 = int(rng.integers(0, 28))
+                img[y, x0:int(rng.integers(x0 + 1, 29))] = True
+        sl.append(img)
+    comp = np.stack(sl)
+    ref = np.stack([_slice_fill(s, 1e9) if s.any() else s for s in comp])
+    assert np.array_equal(hull_or_fill(comp, 1e9), ref)
+
+
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.5, 0.7, 0.7), (1.25, 0.8, 0.6), (0.5, 1.5, 1.0)])
 @pytest.mark.parametrize("radius", [0.9, 2.0, 3.0, 5.0])
 def test_ball_dilation_equals_edt(spacing, radius):
