@@ -17,55 +17,107 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull, QhullError
+
+BIG = np.iinfo(np.int64).max // 8
 
 
-def _hull_rows(rows: np.ndarray, xl: np.ndarray, xr: np.ndarray, out_rows: np.ndarray):
-    """Pixel interval [lo, hi] per row in ``out_rows`` of the closed convex hull of the diamonds
-    (a pixel's four edge midpoints, as convex_hull_image) of the pixels (rows[i], xl[i]) and
-    (rows[i], xr[i]) (the row extremes: the hull of every pixel of the slice). Returns (lo, hi)
-    int64 arrays, or None when Qhull fails (never for diamonds; the reference then keeps the
-    filled slice)."""
-    # diamonds of the row extremes, doubled: (2r, 2xl - 1) and (2r, 2xr + 1) on the row, and on
-    # each line between rows (odd 2r +- 1) only its leftmost and rightmost point (the others
-    # lie between them): the same hull as all points, and no repeated point (as skimage).
-    y0 = int(out_rows[0])
-    big = np.iinfo(np.int64).max // 8
-    lft = np.full(len(out_rows) + 2, big, dtype=np.int64)
-    rgt = np.full(len(out_rows) + 2, -big, dtype=np.int64)
-    lft[rows - y0 + 1], rgt[rows - y0 + 1] = xl, xr
-    lmin, lmax = np.minimum(lft[:-1], lft[1:]), np.maximum(rgt[:-1], rgt[1:])
-    k = np.nonzero(lmin < big)[0]
-    kk = k[lmax[k] != lmin[k]]
-    pts = np.concatenate([
-        np.stack([2 * rows, 2 * xl - 1], 1), np.stack([2 * rows, 2 * xr + 1], 1),
-        np.stack([2 * (y0 + k) - 1, 2 * lmin[k]], 1), np.stack([2 * (y0 + kk) - 1, 2 * lmax[kk]], 1)])
-    try:
-        hull = ConvexHull(pts.astype(np.float64))
-    except QhullError:  # degenerate input: the reference gets an empty hull
-        return None
-    v = pts[hull.vertices]  # convex polygon, vertices in order around it
-    k = len(v)
-    i0 = int(np.lexsort((v[:, 1], v[:, 0]))[0])  # lowest row (then leftmost)
-    i1 = int(np.lexsort((-v[:, 1], v[:, 0]))[-1])  # highest row (then leftmost)
-    fwd = v[(i0 + np.arange((i1 - i0) % k + 1)) % k]  # the two monotone chains i0 -> i1
-    bwd = v[(i0 - np.arange((i0 - i1) % k + 1)) % k]
-    Y = 2 * out_rows
-    lo = hi = None
-    for c in (fwd, bwd):
-        j = np.clip(np.searchsorted(c[:, 0], Y, side="right") - 1, 0, len(c) - 2)
-        y1, x1, y2, x2 = c[j, 0], c[j, 1], c[j + 1, 0], c[j + 1, 1]
-        flat = y1 == y2  # only at a chain's ends: its first vertex is the crossing
-        den = np.where(flat, 1, y2 - y1)
-        num = np.where(flat, x1, x1 * den + (Y - y1) * (x2 - x1))  # crossing at x = num / den
-        clo, chi = -((-num) // (2 * den)), num // (2 * den)  # ceil / floor of the pixel x
-        for jv in (np.searchsorted(c[:, 0], Y, side="left"), j + 1):  # vertices on the row
-            jv = np.minimum(jv, len(c) - 1)
-            on = c[jv, 0] == Y
-            clo = np.where(on, np.minimum(clo, -((-c[jv, 1]) // 2)), clo)
-            chi = np.where(on, np.maximum(chi, c[jv, 1] // 2), chi)
-        lo, hi = (clo, chi) if lo is None else (np.minimum(lo, clo), np.maximum(hi, chi))
-    return lo, hi
+def hull_intervals(anyrow: np.ndarray, first: np.ndarray, last: np.ndarray,
+                   eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row intervals of the per-slice pixel convex hulls of a component, all slices at once.
+
+    Args:
+        anyrow: (z, y) bool, the row holds a pixel of the slice.
+        first, last: (z, y) int, the row's leftmost / rightmost pixel x (where ``anyrow``).
+        eligible: (z,) bool, slices to hull (the others get no hull).
+
+    Returns:
+        ``(lo, hi, ok)``: (z, y) int64 pixel x range ``[lo, hi]`` of the hull on each row
+        (empty where ``hi < lo``) and (z,) bool ``ok``: the slice was hulled.
+
+    The hull is that of ``skimage.morphology.convex_hull_image``: the hull of the pixels'
+    diamonds (edge midpoints). Coordinates are doubled so every point is an integer. Only the
+    row extremes matter: on each level (a row, y = 2r, or the line between two rows, y = 2r - 1)
+    the leftmost and the rightmost point. The hull's left boundary is the convex minorant of the
+    left points (Andrew's monotone chain), the right boundary the concave majorant of the right
+    points; the chains of all slices are built in lockstep, one level at a time, as array
+    operations over the slices. On row ``Y`` a chain edge from ``(y1, x1)`` to ``(y2, x2)``
+    crosses at ``x = (x1 (y2 - y1) + (Y - y1)(x2 - x1)) / (y2 - y1)`` (exact integers); the row's
+    pixels run from the ceiling of the left crossing / 2 to the floor of the right one / 2.
+    """
+    nz, ny = anyrow.shape
+    present = anyrow & eligible[:, None]
+    lft = np.where(present, first, BIG).astype(np.int64)
+    rgt = np.where(present, last, -BIG).astype(np.int64)
+    pad_l = np.pad(lft, ((0, 0), (1, 1)), constant_values=BIG)
+    pad_r = np.pad(rgt, ((0, 0), (1, 1)), constant_values=-BIG)
+    # levels y = -1, 0, 1, ..., 2 ny - 1 (doubled): lines between rows (odd) and rows (even)
+    n_lev = 2 * ny + 1
+    xl = np.full((nz, n_lev), BIG, dtype=np.int64)
+    xr = np.full((nz, n_lev), -BIG, dtype=np.int64)
+    xl[:, 0::2] = np.minimum(pad_l[:, :-1], pad_l[:, 1:]) * 2
+    xr[:, 0::2] = np.maximum(pad_r[:, :-1], pad_r[:, 1:]) * 2
+    xl[:, 1::2] = np.where(present, 2 * lft - 1, BIG)
+    xr[:, 1::2] = np.where(present, 2 * rgt + 1, -BIG)
+    has = xl < BIG
+    lo = np.full((nz, ny), BIG, dtype=np.int64)
+    hi = np.full((nz, ny), -BIG, dtype=np.int64)
+    ok = eligible & has.any(axis=1)  # diamonds always span 2-D: never a degenerate hull
+    zs = np.nonzero(ok)[0]
+    if not len(zs):
+        return lo, hi, ok
+    has, xl, xr = has[zs], xl[zs], xr[zs]
+    for xs_, side, out, rnd in ((xl, 1, lo, np.minimum), (xr, -1, hi, np.maximum)):
+        sy, sx, size = _chains(has, xs_, side)
+        j = np.arange(n_lev)[None, :]
+        e = j < size[:, None] - 1
+        ez, ej = np.nonzero(e)
+        y1, x1, y2, x2 = sy[ez, ej], sx[ez, ej], sy[ez, ej + 1], sx[ez, ej + 1]
+        r0, r1 = -((-y1) // 2), y2 // 2  # pixel rows (Y = 2r) on the edge, end rows included
+        n = np.maximum(r1 - r0 + 1, 0)
+        k = np.repeat(np.arange(len(ez)), n)
+        row = r0[k] + (np.arange(len(k)) - np.repeat(np.cumsum(n) - n, n))
+        den = y2[k] - y1[k]
+        num = x1[k] * den + (2 * row - y1[k]) * (x2[k] - x1[k])
+        px = -((-num) // (2 * den)) if side == 1 else num // (2 * den)  # ceil (left) / floor (right)
+        rnd.at(out, (zs[ez[k]], row), px)
+    return lo, hi, ok
+
+
+def _chains(has: np.ndarray, x: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Monotone-chain hull side of the points (level y = j - 1, x[s, j]) where ``has[s, j]``, for
+    every row ``s`` at once: ``side`` 1 = the convex minorant (left boundary), -1 = the concave
+    majorant (right). Returns the chain vertices' doubled y and x, (s, levels) each, and their
+    count per row."""
+    ns, nl = x.shape
+    sy = np.zeros((ns, nl), dtype=np.int64)
+    sx = np.zeros((ns, nl), dtype=np.int64)
+    fy, fx = sy.reshape(-1), sx.reshape(-1)  # flat views: 1-D gathers are much cheaper than 2-D
+    size = np.zeros(ns, dtype=np.int64)
+    base = np.arange(ns) * nl
+    for j in range(nl):
+        act = has[:, j]
+        if not act.any():
+            continue
+        s = np.nonzero(act)[0]
+        by, bx = j - 1, x[s, j]
+        while True:  # pop the last vertex while it is not strictly outside the chord to the new point
+            m = size[s] >= 2
+            if not m.any():
+                break
+            t = s[m]
+            i1 = base[t] + size[t] - 1
+            i0 = i1 - 1
+            oy, ox = fy[i0], fx[i0]
+            cross = (fx[i1] - ox) * (by - oy) - (bx[m] - ox) * (fy[i1] - oy)
+            pop = side * cross >= 0
+            if not pop.any():
+                break
+            size[t[pop]] -= 1
+        i = base[s] + size[s]
+        fy[i] = by
+        fx[i] = bx
+        size[s] += 1
+    return sy, sx, size
 
 
 def hull_or_fill(comp: np.ndarray, hull_ratio: float) -> np.ndarray:
@@ -80,24 +132,24 @@ def hull_or_fill(comp: np.ndarray, hull_ratio: float) -> np.ndarray:
     last = nx - 1 - comp[:, :, ::-1].argmax(axis=2)
     counts = comp.sum(axis=(1, 2))
     xs = np.arange(nx)
-    for z in np.nonzero(counts)[0]:
+    if hull_ratio > 0:
+        lo, hi, ok = hull_intervals(anyrow, first, last, counts >= 3)
+        hull_sum = np.maximum(hi - lo + 1, 0).sum(axis=1)
+    else:
+        ok = np.zeros(len(counts), dtype=bool)
+    use_hull = ok & (hull_sum <= hull_ratio * counts) if hull_ratio > 0 else ok
+    for z in np.nonzero((counts > 0) & ~use_hull)[0]:
         rows = np.nonzero(anyrow[z])[0]
         y0, y1 = int(rows[0]), int(rows[-1]) + 1
         x0, x1 = int(first[z, rows].min()), int(last[z, rows].max()) + 1
-        sl = comp[z, y0:y1, x0:x1]
-        filled = None
-        if hull_ratio > 0 and counts[z] >= 3:
-            span = np.arange(y0, y1)
-            iv = _hull_rows(rows, first[z, rows], last[z, rows], span)
-            if iv is not None:
-                lo, hi = iv
-                hull_sum = np.maximum(hi - lo + 1, 0).sum()
-                if not hull_sum <= hull_ratio * counts[z]:  # needs the filled area to decide
-                    filled = ndi.binary_fill_holes(sl)
-                if filled is None or hull_sum <= hull_ratio * filled.sum():
-                    out[z, y0:y1] = (xs >= lo[:, None]) & (xs <= hi[:, None])
-                    continue
-        out[z, y0:y1, x0:x1] = ndi.binary_fill_holes(sl) if filled is None else filled
+        filled = ndi.binary_fill_holes(comp[z, y0:y1, x0:x1])
+        if ok[z] and hull_sum[z] <= hull_ratio * filled.sum():  # the filled area decides for the hull
+            use_hull[z] = True
+        else:
+            out[z, y0:y1, x0:x1] = filled
+    zh = np.nonzero(use_hull)[0]
+    if len(zh):
+        out[zh] = (xs >= lo[zh, :, None]) & (xs <= hi[zh, :, None])
     return out
 
 
