@@ -60,14 +60,14 @@ def segmenter_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _cpu_variant(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
+def _cpu_variant(model: torch.nn.Module, bf16: bool, fuse: bool = True) -> torch.nn.Module:
     """The model for CPU inference: fp32 -> :func:`pipeline.models.segmenter_fused.fuse_for_inference`
     (BatchNorms folded, upsample+conv as transposed convs, sliced head; logits equal to round-off,
     about 2x faster per window) when the structure allows it; otherwise (and for bf16) a copy with
     channels-last 3D conv weights (all weights in bf16 if asked)."""
     import copy
 
-    if not bf16 and isinstance(model, torch.nn.Module) and hasattr(model, "net"):
+    if fuse and not bf16 and isinstance(model, torch.nn.Module) and hasattr(model, "net"):
         from pipeline.models.segmenter_fused import fuse_for_inference
 
         fused = fuse_for_inference(model.eval())
@@ -82,7 +82,7 @@ def _cpu_variant(model: torch.nn.Module, bf16: bool) -> torch.nn.Module:
     return m
 
 
-def _predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None):
+def _predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None, fuse: bool = True):
     """``f(windows (B, 1, z, y, x) float32) -> logits (B, 1, z, y, x) float32`` for ``device``."""
     if device.type != "cpu":
         def run(x):
@@ -90,7 +90,7 @@ def _predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dt
                 return model(x).float()
         return run
     bf16 = amp_dtype == torch.bfloat16
-    m = _cpu_variant(model, bf16)
+    m = _cpu_variant(model, bf16, fuse)
     adapter = getattr(m, "adapter", None)
     if not bf16 or adapter is None or not hasattr(m, "net"):
         def run(x):
@@ -121,16 +121,17 @@ def _window_has_mask(mask: torch.Tensor):
 @torch.inference_mode()
 def segment(array_zyx: np.ndarray, model: torch.nn.Module, roi_size, sw_batch_size: int, overlap: float,
             device: torch.device, amp_dtype: torch.dtype | None = None, cval: float = -1000.0,
-            mask_zyx: np.ndarray | None = None) -> np.ndarray:
+            mask_zyx: np.ndarray | None = None, fuse: bool = True) -> np.ndarray:
     """Segmenter probability map float32 (z, y, x) of an HU volume (z, y, x) by MONAI gaussian
     sliding-window inference (``roi_size`` voxels (z, y, x), ``overlap`` fraction, padding with
     ``cval``). ``mask_zyx`` (same shape, bool/uint8): windows without a mask voxel are skipped
-    (probabilities inside the mask unchanged, see the module docstring)."""
+    (probabilities inside the mask unchanged, see the module docstring). ``fuse=False`` runs the
+    unfused channels-last model on CPU (the baseline of ``benchmarks/bench_detect.py``)."""
     from monai.inferers import sliding_window_inference
 
     device = torch.device(device)
     x = torch.from_numpy(np.ascontiguousarray(array_zyx)).float()[None, None].to(device)
-    predict = _predictor(model, device, amp_dtype)
+    predict = _predictor(model, device, amp_dtype, fuse)
     kw = {}
     if mask_zyx is not None:
         m = torch.from_numpy(np.ascontiguousarray(mask_zyx).astype(bool, copy=False))
