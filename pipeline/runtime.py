@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.utils import atomic_path, read_json
+from pipeline.utils import atomic_path, keep_freed_memory, read_json
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -63,30 +63,6 @@ def configure_device(device: torch.device, *, training: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         keep_freed_memory()
-
-
-MMAP_THRESHOLD = 256 << 20  # bytes: blocks below this come from the heap, not a fresh mmap
-TRIM_THRESHOLD = 1 << 30    # bytes of free heap kept before it is returned to the OS
-
-
-def keep_freed_memory() -> bool:
-    """glibc only: serve blocks under 256 MiB from the heap and keep up to 1 GiB of freed heap
-    (``mallopt``), so the segmenter's per-window activations (up to 67 MB each) reuse memory
-    instead of being mapped and zero-filled afresh for every window. On this project's 2-core CPU
-    a 512x512x300 scan's sliding window made 3.1 M page faults (8 s of system time) with glibc's
-    defaults and 0.34 M (1.2 s) with these. Returns whether the settings were applied (False on
-    other C libraries: a no-op)."""
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, TRIM_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
 
 
 # --------------------------------------------------------------------------------------------

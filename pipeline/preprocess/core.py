@@ -34,6 +34,9 @@ def preprocess_scan(scan: Scan, cfg: PreprocessConfig = PreprocessConfig()) -> P
     Raises:
         DataError: NaN/inf voxels, or no lungs found (message "path: reason").
     """
+    from pipeline.utils import keep_freed_memory
+
+    keep_freed_memory()  # large temporaries reuse freed heap instead of fresh zero-filled pages
     lo, hi = cfg.window_hu
     if scan.array_zyx.dtype == np.int16 and float(lo).is_integer() and float(hi).is_integer():
         # int16 scans (DICOM, LUNA16 .mhd): clip in int16; the resampler reads int16 exactly
