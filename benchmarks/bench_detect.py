@@ -187,8 +187,8 @@ def main() -> None:
             patches = cut_patches(array, geom, pts, cls.kind, patch_params(cls_cfg))
             classify(cls, patches, batch_size=cfg.batch_size, device=dev, amp_dtype=amp_dtype_for(cfg.precision, dev))
             sec["classifier"] = time.perf_counter() - t
-            note = (f" The segmenter gave {res.n_candidates} candidates (untrained), so the classifier row is "
-                    f"{cfg.max_candidates} candidates cut at random lung points and scored.")
+            note = (f" The segmenter gave {res.n_candidates} candidates (fewer than max_candidates), so the classifier "
+                    f"row is {cfg.max_candidates} candidates cut at random lung points and scored.")
         base, agree = {}, ""
         if not args.no_baseline:
             from pipeline.detect.scan import lung_box

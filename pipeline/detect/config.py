@@ -39,7 +39,7 @@ class DetectConfig:
             ``mean`` = (s+c)/2; ``segmenter`` = s (no classifier run).
         device: auto | cpu | cuda.
         precision: autocast dtype: auto (bf16/fp16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32 (bf16 on
-            CPU: the segmenter runs as a full-bf16 copy, ~1.9x faster on AMX CPUs, findings may shift).
+            CPU: a full-bf16 copy, no faster than the fused fp32 model, findings may shift).
         batch_size: classifier patches per forward pass.
         subsets: LUNA16 subsets the ``infer`` stage runs on; None = the classifier's test subsets.
         max_failures: ``infer`` only: exit 0 (not 3) while at most this many scans failed (they are

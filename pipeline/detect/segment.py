@@ -15,9 +15,10 @@
 * On CPU the fp32 model runs in the fused inference form of :mod:`pipeline.models.segmenter_fused`
   (same logits to float round-off, about 2x faster per window on this project's 2-core CPU);
   models it does not know run with channels-last 3D weights. For bf16 it runs as a full-bf16
-  copy (AMX/oneDNN: about 1.9x the unfused fp32 speed per window on this project's AMX Xeon,
-  faster than bf16 autocast). Probabilities differ from fp32 (up to 0.29 on one of
-  the 6 default test scans), so ``precision: auto`` stays fp32 on CPU.
+  copy (AMX/oneDNN: about 1.9x the unfused fp32 speed per window on this project's AMX Xeon, but
+  no faster than the fused fp32 model: 22.0 s vs 22.7 s for a 512x512x300 scan's segmenter).
+  Probabilities differ from fp32 (up to 0.29 on one of the 6 default test scans), so
+  ``precision: auto`` stays fp32 on CPU.
 """
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def cpu_bf16_fast() -> bool:
 
 def segmenter_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The segmenter's compute dtype (None = fp32): :func:`pipeline.runtime.resolve_precision`
-    (``auto`` = fp32 on CPU). ``bf16`` on CPU runs a full-bf16 copy of the model: 1.9x the fp32
-    speed per window where :func:`cpu_bf16_fast`, but on 1 of 6 default test scans the findings'
-    order changed (probabilities up to 0.29 apart), so it is not chosen by ``auto``."""
+    (``auto`` = fp32 on CPU). ``bf16`` on CPU runs a full-bf16 copy of the model: 1.9x the unfused
+    fp32 speed per window where :func:`cpu_bf16_fast` (no faster than the fused fp32 model), and
+    on 1 of 6 default test scans the findings' order changed (probabilities up to 0.29 apart), so
+    it is not chosen by ``auto``."""
     from pipeline.runtime import resolve_precision
 
     return resolve_precision(precision, torch.device(device))

@@ -32,7 +32,6 @@ from pipeline.errors import DataError
 from pipeline.preprocess.fastmorph import dilate_ball, hull_or_fill
 
 
-
 def label_6(mask_zyx: np.ndarray) -> tuple[np.ndarray, object, int]:
     """6-connected components of a bool volume, numbered like ``scipy.ndimage.label`` (in
     raster order of each component's first voxel; checked by the tests), computed by
