@@ -113,13 +113,13 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
             sizes[lab] = 0
     order = np.argsort(sizes)[::-1]
     first = int(order[0])
-    if sizes[first] * voxel_ml < min_lung_ml:
+    if sizes[first] == 0 or sizes[first] * voxel_ml < min_lung_ml:
         raise DataError(path, f"no lungs found (largest air region inside the body is "
                               f"{sizes[first] * voxel_ml:.1f} ml < min_lung_ml {min_lung_ml:g})")
     keep = [first]
     if n > 1:
         second = int(order[1])
-        if sizes[second] * voxel_ml >= min_lung_ml and sizes[second] >= 0.1 * sizes[first]:
+        if sizes[second] > 0 and sizes[second] * voxel_ml >= min_lung_ml and sizes[second] >= 0.1 * sizes[first]:
             keep.append(second)
     mask = np.zeros(array_zyx.shape, dtype=bool)
     for lab in keep:

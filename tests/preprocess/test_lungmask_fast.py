@@ -184,3 +184,13 @@ def test_label_6_numbers_components_like_scipy():
         assert n == n_ref and np.array_equal(lab, ref)
     lab, _img, n = label_6(np.zeros((3, 4, 5), bool))
     assert n == 0 and not lab.any()
+
+
+def test_only_outside_air_is_no_lungs_even_with_min_lung_ml_zero():
+    """Air only around the body (touching the in-plane faces): a clear error, also when
+    min_lung_ml is 0 (no component is inside the body, so nothing may be kept)."""
+    arr = np.full((10, 40, 40), 40, np.int16)
+    arr[:, :, :5] = -1000  # outside air along one face
+    with pytest.raises(Exception) as e:
+        lung_mask(arr, (1.0, 1.0, 1.0), min_lung_ml=0.0, path="x.mhd")
+    assert "x.mhd: no lungs found" in str(e.value)
