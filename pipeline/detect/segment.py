@@ -101,13 +101,10 @@ def _predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dt
         return run
 
     def run_bf16(x):  # NoduleSegmenter.forward with a bf16 net (the adapter's HU scaling in fp32)
+        from pipeline.models.segmenter import pad_to_stride
+
         size = x.shape[2:]
-        pads = []
-        for n in reversed(size):
-            pads += [0, (-n) % 32]
-        if any(pads):
-            x = torch.nn.functional.pad(x, pads, value=float(adapter.window_hu[0]))
-        h = adapter.float()(x).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
+        h = adapter.float()(pad_to_stride(x, adapter.window_hu[0])).to(torch.bfloat16).contiguous(memory_format=torch.channels_last_3d)
         y = m.net(h).float()
         return y[..., : size[0], : size[1], : size[2]]
     return run_bf16

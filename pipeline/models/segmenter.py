@@ -53,13 +53,18 @@ class NoduleSegmenter(nn.Module):
 
     def forward(self, x_hu: torch.Tensor) -> torch.Tensor:
         size = x_hu.shape[2:]
-        pads = []
-        for n in reversed(size):
-            pads += [0, (-n) % 32]
-        if any(pads):
-            x_hu = F.pad(x_hu.float(), pads, value=self.adapter.window_hu[0])
-        y = self.net(self.adapter(x_hu))
+        y = self.net(self.adapter(pad_to_stride(x_hu, self.adapter.window_hu[0])))
         return y[..., : size[0], : size[1], : size[2]]
+
+
+def pad_to_stride(x_hu: torch.Tensor, fill_hu: float, stride: int = 32) -> torch.Tensor:
+    """``(B, C, D, H, W)`` HU -> float32, padded at the far end of each spatial axis to a multiple of
+    ``stride`` (the encoder's total downsampling) with ``fill_hu``; unpadded inputs are returned as
+    they are. Callers crop the logits back to ``x_hu.shape[2:]``."""
+    pads = []
+    for n in reversed(x_hu.shape[2:]):
+        pads += [0, (-n) % stride]
+    return F.pad(x_hu.float(), pads, value=float(fill_hu)) if any(pads) else x_hu
 
 
 def build_segmenter(cfg: SegmenterConfig) -> NoduleSegmenter:

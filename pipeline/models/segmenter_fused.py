@@ -155,14 +155,10 @@ class FusedSegmenter(nn.Module):
         self.eval()
 
     def forward(self, x_hu: torch.Tensor) -> torch.Tensor:
+        from pipeline.models.segmenter import pad_to_stride
+
         size = x_hu.shape[2:]
-        pads = []
-        for n in reversed(size):
-            pads += [0, (-n) % 32]
-        x = x_hu.float()
-        if any(pads):
-            x = F.pad(x, pads, value=self.window_hu[0])
-        x = self.adapter(x).contiguous()
+        x = self.adapter(pad_to_stride(x_hu, self.window_hu[0])).contiguous()
         if x.shape[1] == 1:  # one channel: give it channels-last strides (same memory) so the stem
             d, h, w = x.shape[2:]  # conv writes channels-last output (x.contiguous(memory_format=...) keeps the old strides)
             x = x.as_strided(x.shape, (d * h * w, 1, h * w, w, 1))
