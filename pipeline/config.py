@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,23 @@ MOVED_KEYS = {
     "patches.neg_ratio": "train.neg_ratio (negatives are subsampled per epoch by the training sampler; "
                          "the patch store keeps every candidate so every subset can be scored)",
 }
+
+
+def _number(value: Any, default: Any, key: str) -> Any:
+    """A numeric param as a finite number. YAML 1.1 (PyYAML) reads ``1e-3`` (no dot) as a string:
+    where the default is a number such a string is converted; NaN and infinities are refused (a
+    NaN compares False with everything, so a check against it silently never fires)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value
+    if isinstance(default, (int, float)) and isinstance(value, str):
+        try:
+            num = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"params key {key.strip('.')}: {value!r} is not a number") from None
+        value = int(num) if isinstance(default, int) and num.is_integer() else num
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"params key {key.strip('.')}: {value} is not a finite number")
+    return value
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, section: str = "") -> T:
@@ -44,7 +62,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, section: str = "") -> T
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = from_dict(type(default), value, f"{section}.{name}")
         elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
+            value = tuple(_number(v, d, f"{section}.{name}") for v, d in
+                          zip(value, (*default, *[default[-1] if default else None] * len(value))))
+        else:
+            value = _number(value, default, f"{section}.{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)

@@ -20,7 +20,8 @@ class DataError(PipelineError):
     """
 
     def __init__(self, path: str | os.PathLike | None, reason: str):
-        self.path = str(path) if path is not None else ""
+        # a name that is not valid UTF-8 is shown with \xNN escapes: the message can always be printed
+        self.path = os.fsencode(path).decode("utf-8", "backslashreplace") if path is not None else ""
         self.reason = " ".join(str(reason).split())  # keep it on one line
         super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
 

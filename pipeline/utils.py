@@ -12,6 +12,25 @@ from pathlib import Path
 from typing import Any
 
 
+_TMP_NAME_BYTES = 64  # of a target's name kept in its temporary file's name
+
+
+def tmp_prefix(name: str) -> str:
+    """``.tmp-<name>.`` for a temporary file beside ``name``, the name cut (by bytes) so that the
+    temporary file's name stays far below the file-system limit of 255 bytes even when ``name``
+    itself is that long."""
+    raw = os.fsencode(name)
+    if len(raw) > _TMP_NAME_BYTES:
+        raw = raw[:_TMP_NAME_BYTES]
+        while raw:  # never cut inside a UTF-8 character
+            try:
+                raw.decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                raw = raw[:-1]
+    return f".tmp-{os.fsdecode(raw)}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
@@ -21,7 +40,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(target.name), suffix=(suffix or target.suffix)[-16:],
+                               dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)

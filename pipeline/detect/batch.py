@@ -150,14 +150,14 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
             seconds.update(got)
         else:
             t = time.perf_counter()
-            ident = file_identity(job.path)
+            ident = file_identity(job.path, job.series_uid)
             seconds["identity"] = time.perf_counter() - t
         if ident is not None and (hit := reused(ident)):
             return hit
         seg, seg_cfg, cls, cls_cfg, dev = load_models(cls_dir, seg_dir, cfg.device)
         if scan is None:
             t = time.perf_counter()
-            scan = read_scan(job.path)
+            scan = read_scan(job.path, series_uid=job.series_uid)
             seconds["io"] = time.perf_counter() - t
         if ident is None:
             t = time.perf_counter()

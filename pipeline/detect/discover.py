@@ -7,7 +7,6 @@ PATHs reach it: the extra ones are counted as ``duplicates``), or it is a "no sc
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ class Job:
     path: str
     rel: str
     id: str
+    series_uid: str | None = None  # the DICOM series to read when ``path``'s tree holds others too
 
 
 @dataclass
@@ -60,12 +60,18 @@ def _under(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _find(root: Path, exclude: list[Path]) -> list[Path]:
-    from pipeline.io.scans import find_scans
+def _find(root: Path, exclude: list[Path]):
+    from pipeline.io.discover import find_scan_inputs
 
-    if "exclude" in inspect.signature(find_scans).parameters:
-        return list(find_scans(root, exclude=exclude))
-    return list(find_scans(root))
+    return find_scan_inputs(root, exclude=exclude)
+
+
+def _resolve(p) -> Path:
+    """``Path(p).resolve()``, a link loop as a one-line DataError (Python raises RuntimeError)."""
+    try:
+        return Path(p).resolve()
+    except (RuntimeError, OSError):
+        raise DataError(p, "symbolic link loop (the link points back at itself)") from None
 
 
 def _in_output_folder(scan: Path, root: Path) -> bool:
@@ -86,54 +92,64 @@ def discover(paths, out_dir: str | os.PathLike | None = None) -> Discovery:
     DataError (checked for all PATHs before any work).
     """
     from pipeline.detect.outputs import safe_id
+    from pipeline.io.formats import display_path
     from pipeline.io.scans import scan_id
 
     paths = list(paths)
     missing = [str(p) for p in paths if not os.path.lexists(p)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise DataError(missing[0], "no such file or folder" + more)
+        raise DataError(display_path(missing[0]), "no such file or folder" + more)
     out = Path(out_dir).resolve() if out_dir is not None else None
     for p in paths:
-        if out is not None and _under(Path(p).resolve(), out):
+        if out is not None and _under(_resolve(p), out):
             raise DataError(p, f"input lies inside the output folder '{out_dir}'; choose another --out")
     cwd = Path.cwd().resolve()
-    found: list[tuple[str, str, str]] = []
+    found: list[tuple[str, str, str, str | None]] = []
     problems: list[tuple[str, str]] = []
     excluded: list[str] = []
     for arg in paths:
-        root = Path(arg).resolve()
+        try:
+            root = _resolve(arg)
+        except DataError as exc:
+            problems.append((display_path(arg), exc.reason))
+            continue
         scans, n_out = [], 0
         for s in _find(Path(arg), [out] if out is not None else []):
-            a = s.resolve()
+            try:
+                a = _resolve(s.path)
+            except DataError as exc:
+                problems.append((display_path(s.path), exc.reason))
+                continue
             if (out is not None and _under(a, out)) or (root.is_dir() and _in_output_folder(a, root)):
                 n_out += 1
                 excluded.append(str(a))
                 continue
-            scans.append(a)
-        if not scans:
+            scans.append((a, s.series_uid))
+        if not scans and not any(p == display_path(arg) for p, _ in problems):
             why = "no scans found (.mhd/.mha/.nii/.nii.gz/.nrrd files or DICOM folders)"
             if n_out:
                 why += f"; {n_out} file(s) skipped inside detect output folders"
-            problems.append((str(arg), why))
-        for a in scans:
+            problems.append((display_path(arg), why))
+        for a, uid in scans:
             rel = os.path.relpath(a, cwd) if a.is_relative_to(cwd) else str(a)
-            found.append((str(a), rel, safe_id(scan_id(a))))
+            rel = display_path(rel) + (f" [series {uid}]" if uid else "")
+            found.append((str(a), rel, safe_id(scan_id(a)), uid))
     if excluded:
         log.info("skipped %d file(s) inside detect output folders (the run's --out or an earlier one)",
                  len(excluded))
     seen: dict[str, int] = {}
-    for a, _, sid in dict.fromkeys(found):
+    for _, _, sid, _ in dict.fromkeys(found):
         seen[sid] = seen.get(sid, 0) + 1
     jobs, used, dup = [], set(), 0
-    for a, rel, sid in found:
-        if a in used:
+    for a, rel, sid, uid in found:
+        if (a, uid) in used:
             dup += 1
             continue
-        used.add(a)
+        used.add((a, uid))
         if seen[sid] > 1:
-            sid = f"{sid}-{hashlib.sha1(a.encode()).hexdigest()[:8]}"
-        jobs.append(Job(a, rel, sid))
+            sid = f"{sid}-{hashlib.sha1((a + (uid or '')).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+        jobs.append(Job(a, rel, sid, uid))
     if dup:
         log.info("%d path(s) reached a scan already listed; each scan is processed and counted once", dup)
     return Discovery(jobs, problems, len(paths), dup, excluded)

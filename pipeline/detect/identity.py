@@ -7,9 +7,10 @@ done, and an identical copy (any name, any folder) is recognised:
 - ``.mhd`` / ``.nhdr`` (and ``.nrrd`` with a detached data file): the header without its
   data-file line (which names a file), then the data file's bytes;
 - ``.mha`` / ``.nii`` / ``.nii.gz`` / attached ``.nrrd`` / ``.mhd`` with ``LOCAL`` data: the file;
-- a DICOM series folder: the sorted sha256 digests of every regular, non-hidden file directly in it
-  (slice file names and order do not matter; a copy with a slice missing or a tag changed differs,
-  which the SeriesInstanceUID alone would not show).
+- a DICOM series (a folder, or a series split over sub-folders): the sorted sha256 digests of the
+  series' files as the reader groups them, plus any damaged DICOM file beside them (slice file names
+  and order do not matter; a copy with a slice missing or a tag changed differs, which the
+  SeriesInstanceUID alone would not show).
 
 Layouts it cannot hash from the files alone (MetaImage ``LIST`` / pattern data files) give None;
 :func:`array_identity` then hashes the decoded array (dtype, shape zyx, bytes) and its geometry
@@ -88,12 +89,15 @@ def _volume_identity(path: Path) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
-def _folder_identity(folder: Path) -> str | None:
-    digests = []
-    for entry in os.scandir(folder):
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
-        digests.append(_file_digest(Path(entry.path)))
+def _folder_identity(folder: Path, series_uid: str | None = None) -> str | None:
+    from pipeline.errors import DataError
+    from pipeline.io.dicom import series_files
+
+    try:
+        files = series_files(folder, series_uid)
+    except DataError:
+        return None  # reading the scan gives the reason
+    digests = [_file_digest(f) for f in files]
     if not digests:
         return None
     h = hashlib.sha256(b"folder\0")
@@ -102,12 +106,13 @@ def _folder_identity(folder: Path) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
-def file_identity(path: str | os.PathLike) -> str | None:
-    """``"sha256:<hex>"`` over the bytes that define the scan at ``path`` (file or DICOM folder),
-    independent of its path and name; None when unreadable or not hashable without decoding."""
+def file_identity(path: str | os.PathLike, series_uid: str | None = None) -> str | None:
+    """``"sha256:<hex>"`` over the bytes that define the scan at ``path`` (file, or DICOM folder and
+    optionally which series in it), independent of its path and name; None when unreadable or not
+    hashable without decoding."""
     p = Path(path)
     try:
-        return _folder_identity(p) if p.is_dir() else _volume_identity(p)
+        return _folder_identity(p, series_uid) if p.is_dir() else _volume_identity(p)
     except OSError:
         return None
 

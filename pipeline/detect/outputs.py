@@ -13,6 +13,8 @@ header value is ever read.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -27,10 +29,17 @@ OUTPUT_COLUMNS = FINDING_COLUMNS + ["scan"]
 ERROR_COLUMNS = ["scan", "reason"]
 
 
+MAX_ID_CHARS = 120  # per-scan files are ``<id>.error.json``, crops ``<id>_<k>.png``: far below 255 bytes
+
+
 def safe_id(name: str) -> str:
-    """File-name-safe scan id (letters, digits, ``.-_``)."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return s or "scan"
+    """File-name-safe scan id (letters, digits, ``.-_``), at most :data:`MAX_ID_CHARS` characters (a
+    longer name is cut and a hash of the whole name appended, so distinct names stay distinct)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "scan"
+    if len(s) > MAX_ID_CHARS:
+        digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:10]
+        s = s[:MAX_ID_CHARS - 11].rstrip("._") + "-" + digest
+    return s
 
 
 def result_path(out_dir: Path, scan_id: str) -> Path:

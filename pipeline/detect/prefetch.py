@@ -38,7 +38,7 @@ def prepare(job: Job, pcfg, out_dir: str, key: str, index: dict, save_maps: bool
     sec: dict[str, float] = {}
     out = Path(out_dir)
     t = time.perf_counter()
-    ident = file_identity(job.path)
+    ident = file_identity(job.path, job.series_uid)
     sec["identity"] = time.perf_counter() - t
 
     def reusable(i):
@@ -46,7 +46,7 @@ def prepare(job: Job, pcfg, out_dir: str, key: str, index: dict, save_maps: bool
     if ident is not None and reusable(ident):
         return ident, None, None, sec
     t = time.perf_counter()
-    scan = read_scan(job.path)
+    scan = read_scan(job.path, series_uid=job.series_uid)
     sec["io"] = time.perf_counter() - t
     if ident is None:
         t = time.perf_counter()

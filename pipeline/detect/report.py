@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.io.geometry import Geometry
+from pipeline.utils import tmp_prefix
 
 WINDOW_HU = (-1000.0, 400.0)
 
@@ -74,7 +75,7 @@ def render_finding(array_zyx: np.ndarray, geometry: Geometry, index_zyx, diamete
     fig.suptitle(caption, fontsize=9)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".tmp-{png.name}")
+    tmp = png.with_name(f"{tmp_prefix(png.name)}png")
     fig.savefig(tmp, format="png")
     plt.close(fig)
     tmp.replace(png)

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.utils import tmp_prefix
 
 CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 
@@ -50,7 +51,7 @@ def screenshot_html(html_path: str | os.PathLike, png_path: str | os.PathLike, *
         if proc.returncode != 0 or not tmp_png.is_file() or tmp_png.stat().st_size == 0:
             tail = " ".join((proc.stderr or "").split())[-300:]
             raise PipelineError(f"{html}: Chromium screenshot failed (exit {proc.returncode}): {tail}")
-        tmp = png.with_name(f".tmp-{png.name}")
+        tmp = png.with_name(f"{tmp_prefix(png.name)}png")
         shutil.copyfile(tmp_png, tmp)
         os.replace(tmp, png)
     return png

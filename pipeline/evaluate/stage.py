@@ -89,18 +89,6 @@ def curve_rows(fps_per_scan: np.ndarray, max_rows: int = MAX_CSV_ROWS) -> np.nda
     return out
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype={"seriesuid": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"not a readable CSV ({str(exc).splitlines()[0][:120]})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {missing}; expected {columns}, found {list(df.columns)}")
-    df.attrs["path"] = str(path)
-    return df
-
-
 def expand_track_dirs(dirs: list[Path]) -> list[Path]:
     """Each folder as is when it holds ``predictions.csv``; otherwise its sub-folders that do
     (sorted), so ``--track cv=data/predict/cv`` pools ``cv/fold_0``, ``cv/fold_1``, ... ."""
@@ -158,7 +146,7 @@ def _read_seg(path: Path) -> dict[str, Any]:
 def load_track(dirs: list[Path]) -> dict[str, Any]:
     """Pool one track's folders (see :func:`expand_track_dirs`): dirs (the folders pooled), predictions
     (DataFrame), seriesuids (list), scored (DataFrame|None), seg (dict|None)."""
-    from pipeline.io.luna16 import PREDICTION_COLUMNS
+    from pipeline.io.luna16 import read_predictions, read_table
 
     preds, scored, segs = [], [], []
     dirs = expand_track_dirs(dirs)
@@ -166,9 +154,10 @@ def load_track(dirs: list[Path]) -> dict[str, Any]:
         for name in ("predictions.csv", "seriesuids.csv"):
             if not (d / name).is_file():
                 raise DataError(d / name, "no such file (a track folder needs predictions.csv and seriesuids.csv)")
-        preds.append(_read_csv(d / "predictions.csv", PREDICTION_COLUMNS))
+        preds.append(read_predictions(d / "predictions.csv"))
         if (d / "scored.csv").is_file():
-            scored.append(_read_csv(d / "scored.csv", ["seriesuid", "candidate", "label", "probability"]))
+            scored.append(read_table(d / "scored.csv", ["seriesuid", "candidate", "label", "probability"],
+                                     ["label", "probability"]))
         if (d / "seg_metrics.json").is_file():
             segs.append(_read_seg(d / "seg_metrics.json"))
     uids = read_scored_uids([d / "seriesuids.csv" for d in dirs])

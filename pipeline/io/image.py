@@ -91,6 +91,14 @@ def sitk_to_volume(image: Any, path: str | Path) -> Volume:
                   np.asarray(image.GetDirection(), dtype=float).reshape(3, 3))
 
 
+def quiet_itk() -> None:
+    """Keep ITK's own warning text (multi-line, with C++ file names) off stderr: the readers log
+    what matters as one line, and ITK's exception text only at DEBUG."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
+
 def to_sitk(array_zyx: np.ndarray, geometry: Geometry) -> Any:
     """Wrap a (z, y, x) array as a SimpleITK image carrying ``geometry``."""
     import SimpleITK as sitk

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.io.image import Volume, sitk_to_volume
+from pipeline.io.formats import itk_readable_path
+from pipeline.io.image import Volume, quiet_itk, sitk_to_volume
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,28 @@ def _dims(path: Path, text: str, key: str, ndims: int | None) -> list[int]:
 def _check_data_size(path: Path, data_label: str, actual: int, expected: int) -> None:
     if actual < expected:
         raise DataError(path, f"truncated data file {data_label}: expected {expected} bytes, found {actual}")
+
+
+def _check_decompressed(path: Path, raw: Path, label: str, expected: int) -> None:
+    """A compressed (zlib/gzip) data file must decompress to exactly ``expected`` bytes: ITK fills a
+    short stream up with zeros (0 HU slices) without a word when CompressedDataSize is absent."""
+    d = zlib.decompressobj(47)  # zlib or gzip header, detected
+    total = 0
+    try:
+        with open(raw, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                total += len(d.decompress(chunk))
+                if d.eof or total > expected:
+                    break
+            total += len(d.flush())
+    except zlib.error:
+        raise DataError(path, f"compressed data file '{label}' is corrupt (not a valid zlib/gzip stream)") from None
+    if not d.eof or total < expected:
+        raise DataError(path, f"truncated compressed data file '{label}': it decompresses to {total} bytes, "
+                              f"the header's size needs {expected}")
+    if total > expected:
+        raise DataError(path, f"compressed data file '{label}' holds more than the header's {expected} bytes; "
+                              "header and data do not belong together")
 
 
 def check_mhd_header(path: Path) -> None:
@@ -128,6 +152,7 @@ def check_mhd_header(path: Path) -> None:
         csize = header.get("CompressedDataSize")
         if csize and csize.isdigit():
             _check_data_size(path, f"'{data_file}'", raw.stat().st_size, int(csize))
+        _check_decompressed(path, raw, data_file, expected)
         return
     _check_data_size(path, f"'{data_file}'", raw.stat().st_size, expected)
 
@@ -171,12 +196,14 @@ def read_itk_file(path: Path, fmt: str) -> Volume:
     """Read a ``.mhd/.mha`` (fmt ``'mhd'``) or ``.nrrd/.nhdr`` (fmt ``'nrrd'``) file."""
     import SimpleITK as sitk
 
+    quiet_itk()
     if fmt == "mhd":
         check_mhd_header(path)
     else:
         check_nrrd_header(path)
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_readable_path(path) as name:
+            image = sitk.ReadImage(name)
     except RuntimeError as exc:
         log.debug("%s: SimpleITK: %s", path, " ".join(str(exc).split())[:500])
         raise DataError(path, f"not a readable {_FMT_NAME[fmt]} image (header or data damaged)") from None

@@ -5,13 +5,17 @@ LUNA16 ``.mhd`` headers.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
 
 ANNOTATION_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "diameter_mm"]
 CANDIDATE_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "class"]
@@ -19,12 +23,15 @@ PREDICTION_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
 _COORDS = ["coordX", "coordY", "coordZ"]
 
 
-def _read_table(path: str | os.PathLike, columns: list[str], numeric: list[str]) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, columns: list[str], numeric: list[str]) -> pd.DataFrame:
+    """The project's one CSV reader: ``columns`` required (others dropped), a UTF-8 byte-order mark
+    ignored, ``seriesuid`` as text (stripped, never empty), ``numeric`` columns finite numbers;
+    a one-line DataError naming the file and the row otherwise. ``attrs["path"]`` is the file."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "no such file")
     try:
-        df = pd.read_csv(p, dtype={"seriesuid": str})
+        df = pd.read_csv(p, dtype={"seriesuid": str}, encoding="utf-8-sig")  # a BOM is not part of a name
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(p, f"not a readable CSV ({str(exc).splitlines()[0][:120]})") from None
     missing = [c for c in columns if c not in df.columns]
@@ -42,7 +49,13 @@ def _read_table(path: str | os.PathLike, columns: list[str], numeric: list[str])
             row = int(df.index[bad][0])
             raise DataError(p, f"row {row + 2}: column {col} is not a number ({df[col].iloc[row]!r})")
         df[col] = vals.astype(float)
-    return df.reset_index(drop=True)
+        inf = ~np.isfinite(df[col].to_numpy())
+        if inf.any():
+            row = int(df.index[inf][0])
+            raise DataError(p, f"row {row + 2}: column {col} is not a finite number ({df[col].iloc[row]!r})")
+    df = df.reset_index(drop=True)
+    df.attrs["path"] = str(p)
+    return df
 
 
 def read_annotations(path: str | os.PathLike) -> pd.DataFrame:
@@ -50,17 +63,32 @@ def read_annotations(path: str | os.PathLike) -> pd.DataFrame:
 
     In the excluded list ``diameter_mm`` is -1 where unknown (kept as is).
     """
-    df = _read_table(path, ANNOTATION_COLUMNS, _COORDS + ["diameter_mm"])
+    df = read_table(path, ANNOTATION_COLUMNS, _COORDS + ["diameter_mm"])
     bad = (df["diameter_mm"] <= 0) & (df["diameter_mm"] != -1)
     if bad.any():
         row = int(df.index[bad][0])
         raise DataError(path, f"row {row + 2}: diameter_mm must be positive or -1, got {df['diameter_mm'][row]}")
-    return df
+    return drop_duplicate_rows(df, path)
+
+
+def drop_duplicate_rows(df: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
+    """Rows repeated exactly (same scan, position and diameter) are one finding listed twice, never
+    two: kept once, with a warning naming the first repeat. (The official LUNA16
+    ``annotations_excluded.csv`` repeats 11,105 of its rows; in ``annotations.csv`` a repeat would
+    otherwise be a second nodule to find.)"""
+    dup = df.duplicated()
+    if not dup.any():
+        return df
+    first = int(df.index[dup][0])
+    same = int(df.index[(df == df.iloc[first]).all(axis=1)][0])
+    log.warning("%s: %d row(s) repeat an earlier row exactly (first: row %d repeats row %d); each is counted "
+                "once", path, int(dup.sum()), first + 2, same + 2)
+    return df[~dup].reset_index(drop=True)
 
 
 def read_candidates(path: str | os.PathLike) -> pd.DataFrame:
     """``candidates.csv`` (or ``candidates_V2.csv``): seriesuid, coordX/Y/Z (mm), class (0/1)."""
-    df = _read_table(path, CANDIDATE_COLUMNS, _COORDS + ["class"])
+    df = read_table(path, CANDIDATE_COLUMNS, _COORDS + ["class"])
     bad = ~df["class"].isin([0, 1])
     if bad.any():
         row = int(df.index[bad][0])
@@ -71,7 +99,7 @@ def read_candidates(path: str | os.PathLike) -> pd.DataFrame:
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """LUNA16 submission: seriesuid, coordX/Y/Z (mm), probability (finite, >= 0)."""
-    df = _read_table(path, PREDICTION_COLUMNS, _COORDS + ["probability"])
+    df = read_table(path, PREDICTION_COLUMNS, _COORDS + ["probability"])
     bad = df["probability"] < 0
     if bad.any():
         row = int(df.index[bad][0])
@@ -84,7 +112,8 @@ def read_seriesuids(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(p, "no such file")
-    uids = [ln.strip().split(",")[0] for ln in p.read_text().splitlines() if ln.strip()]
+    text = p.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first UID
+    uids = [ln.strip().split(",")[0].strip() for ln in text.splitlines() if ln.strip()]
     if uids and not re.fullmatch(r"[0-9.]+", uids[0]):
         uids = uids[1:]  # tolerate a header line
     if not uids:

@@ -133,6 +133,19 @@ def _data_zyx(img, path: Path) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 1, 0))
 
 
+_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001, "unknown": 1.0}
+
+
+def _unit_to_mm(header, path: Path) -> float:
+    """Factor from the header's spatial unit (``xyzt_units``) to mm: metres and microns are
+    converted (logged); "unknown" (0, most files) is read as mm, as SimpleITK and nibabel do."""
+    unit = header.get_xyzt_units()[0]
+    factor = _UNIT_MM.get(unit, 1.0)
+    if factor != 1.0:
+        log.warning("%s: NIfTI spatial unit is %s (xyzt_units); spacing and origin converted to mm", path, unit)
+    return factor
+
+
 def read_nifti(path: str | Path) -> Volume:
     """Read a NIfTI file into a :class:`Volume` ((z, y, x) array; LPS origin/spacing/direction)."""
     path = Path(path)
@@ -148,6 +161,7 @@ def read_nifti(path: str | Path) -> Volume:
         log.warning("%s: %dD NIfTI with one time point (shape %s), read as the 3D volume it holds",
                     path, len(shape), shape)
     aff = _LPS @ choose_affine(img.header, path)[:3, :]
+    aff = aff * _unit_to_mm(img.header, path)
     m = aff[:, :3]
     spacing = np.linalg.norm(m, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -98,6 +98,7 @@ def check_values(arr: np.ndarray, path: str | Path) -> None:
             n = int(arr.size - np.count_nonzero(finite))
             raise DataError(path, f"volume contains NaN or infinite values ({n} of {arr.size} voxels); "
                                   "the scan is damaged")
+    check_byte_order(arr, path)
     lo, hi = float(arr.min()), float(arr.max())
     if max(abs(lo), abs(hi)) > MAX_ABS_HU:
         raise DataError(path, f"voxel values span {lo:g}..{hi:g} ({arr.dtype}): beyond +-{MAX_ABS_HU:g}, "
@@ -106,6 +107,31 @@ def check_values(arr: np.ndarray, path: str | Path) -> None:
         raise DataError(path, f"voxel values span {lo:g}..{hi:g} ({arr.dtype}) with none below 0: not "
                               "Hounsfield units (CT air is about -1000 HU); a rescale intercept/offset "
                               "of -1024 is likely missing")
+
+
+PLAUSIBLE_HU = (-3100.0, 4100.0)  # air, padding (-2000, -3024), tissue, bone; metal is rare
+
+
+def _plausible_share(values: np.ndarray) -> float:
+    return float(np.mean((values >= PLAUSIBLE_HU[0]) & (values <= PLAUSIBLE_HU[1])))
+
+
+def check_byte_order(arr: np.ndarray, path: str | Path) -> None:
+    """Multi-byte integer voxels read with the wrong byte order (a ``.mhd`` whose
+    ``BinaryDataByteOrderMSB`` contradicts the data) look like noise over +-32767 that no range
+    check catches. Refused when under half of the voxels (a strided sample) lie in plausible HU
+    (``PLAUSIBLE_HU``) as read while over 90 % would with the bytes swapped."""
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize < 2 or arr.size == 0:
+        return
+    sample = arr.reshape(-1)[:: max(1, arr.size // 200_000)]
+    as_read = _plausible_share(sample.astype(np.float64))
+    if as_read >= 0.5:
+        return
+    swapped = _plausible_share(sample.byteswap().astype(np.float64))
+    if swapped > 0.9:
+        raise DataError(path, f"voxel bytes are in the other byte order: as read {as_read:.0%} of voxels are "
+                              f"plausible HU, swapped {swapped:.0%} (the header's byte-order flag, e.g. "
+                              "BinaryDataByteOrderMSB, contradicts the data)")
 
 
 def check_modality(modality: str, path: str | Path) -> None:

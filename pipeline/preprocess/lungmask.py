@@ -4,9 +4,11 @@ Steps, on the volume already resampled to the target spacing (so radii are in mm
 
 1. ``air = HU < lung_threshold_hu`` (-320 HU separates aerated lung from soft tissue).
 2. 3D connected components (6-connectivity, which keeps lungs apart from the outside air
-   across thin walls); components touching the in-plane (y or x) faces are the air around
-   the patient and are dropped. Components touching only the z faces are kept: in a slab
-   (a few slices) the lungs legitimately touch the first and last slice.
+   across thin walls); components that reach an in-plane corner of the image (any slice) are
+   the air around the patient and are dropped. A component touching an in-plane edge away from
+   the corners is a lung cut by the field of view (large patients): kept, with a warning.
+   Components touching only the z faces are kept: in a slab (a few slices) the lungs
+   legitimately touch the first and last slice.
 3. Keep the largest component, and the second largest when it is at least ``min_lung_ml``
    and 10 % of the largest (a second lung, not the trachea or bowel gas). When both lungs
    are merged into one component (thin anterior junction) the one component holds both.
@@ -24,12 +26,15 @@ full-size scan (docs/benchmarks.md).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.preprocess.fastmorph import dilate_ball, hull_or_fill
+
+log = logging.getLogger(__name__)
 
 
 def label_6(mask_zyx: np.ndarray) -> tuple[np.ndarray, object, int]:
@@ -108,9 +113,13 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
         raise DataError(path, f"no lungs found (no voxel below {threshold_hu:g} HU)")
     sizes, boxes = component_sizes_boxes(cc_image, n)
     _, ny, nx = array_zyx.shape
-    for lab, (bz, by, bx) in boxes.items():  # touching an in-plane face: the air around the patient
-        if by.start == 0 or by.stop == ny or bx.start == 0 or bx.stop == nx:
+    outside = set(np.unique(labels[:, [0, 0, ny - 1, ny - 1], [0, nx - 1, 0, nx - 1]]).tolist()) - {0}
+    cut = set()
+    for lab, (bz, by, bx) in boxes.items():
+        if lab in outside:  # the air around the patient: it reaches the image corners
             sizes[lab] = 0
+        elif by.start == 0 or by.stop == ny or bx.start == 0 or bx.stop == nx:
+            cut.add(lab)  # touches an in-plane edge away from the corners: a lung cut by the field of view
     order = np.argsort(sizes)[::-1]
     first = int(order[0])
     if sizes[first] == 0 or sizes[first] * voxel_ml < min_lung_ml:
@@ -121,6 +130,9 @@ def lung_mask(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], *, thresho
         second = int(order[1])
         if sizes[second] > 0 and sizes[second] * voxel_ml >= min_lung_ml and sizes[second] >= 0.1 * sizes[first]:
             keep.append(second)
+    if cut & set(keep):
+        log.warning("%s: the field of view cuts the lungs (a lung touches the image edge); findings "
+                    "near the edge may be missed", path or "scan")
     mask = np.zeros(array_zyx.shape, dtype=bool)
     for lab in keep:
         box = boxes[lab]  # bounding box of the component: per-slice work on the crop only

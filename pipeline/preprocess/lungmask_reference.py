@@ -8,9 +8,10 @@ Steps, on the volume already resampled to the target spacing (so radii are in mm
 
 1. ``air = HU < lung_threshold_hu`` (-320 HU separates aerated lung from soft tissue).
 2. 3D connected components (6-connectivity, which keeps lungs apart from the outside air
-   across thin walls); components touching the in-plane (y or x) faces are the air around
-   the patient and are dropped. Components touching only the z faces are kept: in a slab
-   (a few slices) the lungs legitimately touch the first and last slice.
+   across thin walls); components reaching an in-plane corner of the image are the air around
+   the patient and are dropped (a lung cut by the field of view touches an edge, not a
+   corner). Components touching only the z faces are kept: in a slab (a few slices) the lungs
+   legitimately touch the first and last slice.
 3. Keep the largest component, and the second largest when it is at least ``min_lung_ml``
    and 10 % of the largest (a second lung, not the trachea or bowel gas). When both lungs
    are merged into one component (thin anterior junction) the one component holds both.
@@ -87,11 +88,10 @@ def lung_mask_reference(array_zyx: np.ndarray, spacing_zyx_mm: Sequence[float], 
     labels, n = ndi.label(air)
     if n == 0:
         raise DataError(path, f"no lungs found (no voxel below {threshold_hu:g} HU)")
-    faces = np.concatenate([labels[:, 0, :].ravel(), labels[:, -1, :].ravel(),
-                            labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
+    corners = labels[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # the air around the patient reaches a corner
     sizes = np.bincount(labels.ravel(), minlength=n + 1).astype(np.int64)
     sizes[0] = 0
-    sizes[np.unique(faces)] = 0
+    sizes[np.unique(corners)] = 0
     order = np.argsort(sizes)[::-1]
     first = int(order[0])
     if sizes[first] * voxel_ml < min_lung_ml:

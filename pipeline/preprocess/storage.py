@@ -7,6 +7,12 @@ touches ~48*48 short runs of pages instead of the whole ~100 MB volume, which is
 the patches stage and the detector do thousands of times (``benchmarks/bench_patches.py``
 measures mmap vs loading the whole array per scan). The sidecar is written last and is
 the "done" marker: a scan whose sidecar exists with the current ``params_hash`` is complete.
+
+The sidecar also holds the sha256 of both array files (``sha256``), written by the stage: a file
+changed afterwards (a mask replaced by a valid array of zeros, say) is "not done" for the next
+``preprocess`` (recomputed) and refused by :func:`load_preprocessed` (one line: rerun preprocess).
+A verified file is remembered per process by (path, size, mtime, inode), so a stage that loads a
+scan many times hashes it once.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.io.geometry import Geometry
-from pipeline.utils import atomic_path, read_json, write_json
+from pipeline.utils import atomic_path, read_json, sha256_file, write_json
+
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 checked in this process
 
 
 class LoadedScan(NamedTuple):
@@ -49,7 +57,28 @@ def write_outputs(out_dir: str | os.PathLike, seriesuid: str, array_zyx: np.ndar
     p = paths_for(out_dir, seriesuid)
     save_npy(p["array"], array_zyx.astype(np.int16, copy=False))
     save_npy(p["lung"], lung_zyx.astype(np.uint8, copy=False))
-    write_json(p["sidecar"], sidecar)
+    write_json(p["sidecar"], {**sidecar, "sha256": {k: _sha256(p[k]) for k in ("array", "lung")}})
+
+
+def _key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _sha256(path: Path) -> str:
+    key = _key(path)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    return _VERIFIED[key]
+
+
+def content_matches(path: Path, side: dict, key: str) -> bool | None:
+    """Whether ``path`` still holds the bytes the stage wrote (the sidecar's sha256 of ``key``);
+    None for a sidecar written before hashes were recorded."""
+    want = (side.get("sha256") or {}).get(key)
+    if not want:
+        return None
+    return _sha256(path) == want
 
 
 CORRUPT = "truncated or corrupt preprocessed {what}; rerun preprocess"
@@ -78,8 +107,9 @@ def _open_npy(path: Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
 def is_done(out_dir: str | os.PathLike, seriesuid: str, params_hash: str) -> bool:
     """True when all three files exist and are intact: the sidecar is a readable JSON object of this
     scan with ``params_hash``, and both arrays have the sidecar's shape, the expected dtypes and the
-    exact file size their headers imply. Anything unreadable, truncated (a zero-byte file left by a
-    crash included) or mismatched is "not done", so the scan is computed again."""
+    exact file size their headers imply, and both files' sha256 equal the sidecar's. Anything
+    unreadable, truncated (a zero-byte file left by a crash included), edited or mismatched is "not
+    done", so the scan is computed again."""
     p = paths_for(out_dir, seriesuid)
     if not all(f.is_file() for f in p.values()):
         return False
@@ -90,7 +120,7 @@ def is_done(out_dir: str | os.PathLike, seriesuid: str, params_hash: str) -> boo
         shape = tuple(int(n) for n in side["geometry"]["shape_zyx"])
         _open_npy(p["array"], shape, np.int16)
         _open_npy(p["lung"], shape, np.uint8)
-        return True
+        return bool(content_matches(p["array"], side, "array") and content_matches(p["lung"], side, "lung"))
     except _READ_ERRORS:
         return False
 
@@ -123,4 +153,7 @@ def load_preprocessed(out_dir: str | os.PathLike, seriesuid: str) -> LoadedScan:
             detail = f" ({exc})" if isinstance(exc, ValueError) and "sidecar" in str(exc) else ""
             raise DataError(p[key], CORRUPT.format(what="array" if key == "array" else "lung mask")
                             + detail) from None
+        if content_matches(p[key], side, key) is False:
+            raise DataError(p[key], "content changed since preprocess wrote it (sha256 differs from the "
+                                    "sidecar's); rerun preprocess")
     return LoadedScan(arrays[0], arrays[1], geom, side)
