@@ -89,9 +89,16 @@ def check_input_dir(path: str | os.PathLike, flag: str, what: str = "folder") ->
     return p
 
 
-def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+def add_force_arg(p) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it holds files this stage did not write")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out", *, stage: str | None = None,
+                     force: bool = False, signatures: tuple[str, ...] = ()) -> Path:
     """``path`` must be a folder or creatable as one: not an existing file, not under a file, and
-    its nearest existing ancestor writable. Nothing is created here."""
+    its nearest existing ancestor writable; with ``stage``, also one the stage owns or an empty one
+    (:func:`pipeline.outdir.check_owner`). Nothing is created here."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise DataError(p, f"{flag} must be a folder, but an existing file has this name")
@@ -103,6 +110,10 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     target = p if p.exists() else anc
     if not os.access(target, os.W_OK | os.X_OK):
         raise DataError(p, f"{flag}: no permission to write in {target}")
+    if stage is not None:
+        from pipeline.outdir import check_owner
+
+        check_owner(p, stage, force=force, signatures=signatures, flag=flag)
     return p
 
 

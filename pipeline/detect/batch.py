@@ -192,7 +192,8 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
 def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: DetectConfig | None = None, *,
         segmenter: str | os.PathLike | None = None, save_maps: bool = False, overwrite: bool = False,
         scheduler=None, progress: bool = True, stage: str = "detect",
-        run_log: str | os.PathLike | None = None, wait_s: float = 0.0, prefetch: int = 1) -> DetectResult:
+        run_log: str | os.PathLike | None = None, wait_s: float = 0.0, prefetch: int = 1,
+        force: bool = False) -> DetectResult:
     """Detect nodules in every scan under ``paths``; see the module docstring for the outputs.
 
     ``scheduler``: None (serial, in-process), a ``tcp://host:port`` Dask address or a Dask Client
@@ -202,31 +203,34 @@ def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: Detect
     when another run holds ``out_dir`` (0: stop at once with a LockedError). ``prefetch``: without
     a scheduler, pool workers that read and preprocess the next scans while this process runs the
     models (0: one scan after the other; :mod:`pipeline.detect.prefetch`).
+    ``out_dir`` must be new, empty or a detect output folder (:mod:`pipeline.outdir`; ``force``
+    overrides): a folder of the user's own files is never written into.
     Raises DataError/ConfigError for a bad ``out_dir``, bad models or when no input yields a scan.
     """
-    with locked_out_dir(out_dir, wait_s, stage) as out:
+    with locked_out_dir(out_dir, wait_s, stage, force=force) as out:
         return run_locked(paths, model, out, cfg, segmenter=segmenter, save_maps=save_maps, overwrite=overwrite,
                           scheduler=scheduler, progress=progress, stage=stage, run_log=run_log,
                           prefetch=prefetch)
 
 
 @contextlib.contextmanager
-def locked_out_dir(out_dir, wait_s: float = 0.0, what: str = "detect"):
-    """Check ``out_dir`` (one-line DataError when it is a file, under a file or not writable), then
-    hold its lock (:func:`pipeline.lock.output_lock`) for the body; yields ``out_dir`` as a Path."""
-    from pipeline.detect.discover import check_out_dir
+def locked_out_dir(out_dir, wait_s: float = 0.0, what: str = "detect", force: bool = False):
+    """Check ``out_dir`` (one-line DataError when it is a file, under a file, not writable, or a
+    folder of files detect did not write), then hold its lock (:func:`pipeline.lock.output_lock`)
+    for the body; yields ``out_dir`` as a Path."""
+    from pipeline.detect.discover import OUTPUT_MARKER, check_out_dir
     from pipeline.lock import output_lock
+    from pipeline.outdir import check_owner, claim_output_dir
 
     out = check_out_dir(out_dir)
+    signature = ("/".join(OUTPUT_MARKER),)
+    check_owner(out, "detect", force=force, signatures=signature)
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(output_lock(out, wait_s=wait_s, what=what))
         except OSError as exc:
             raise DataError(out, f"cannot create the output folder's lock file ({exc.strerror})") from None
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DataError(out, f"cannot create the output folder ({exc.strerror})") from None
+        claim_output_dir(out, "detect", force=force, signatures=signature)
         yield out
 
 

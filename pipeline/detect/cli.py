@@ -54,6 +54,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="when another run is writing --out, wait up to SECONDS for it (default 0: stop at once)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even when it holds files that detect did not write")
     add_params_arg(p)
 
 
@@ -97,7 +99,7 @@ def _detect(args) -> int:
     cfg = _config(args)
     res = run(args.paths, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
               overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
-              run_log=run_log_path("detect"), wait_s=args.wait, prefetch=args.prefetch)
+              run_log=run_log_path("detect"), wait_s=args.wait, prefetch=args.prefetch, force=args.force)
     rc = _summary(res)
     if args.explain:
         _explain(args)
@@ -133,7 +135,7 @@ def _infer(args) -> int:
     cfg = _config(args)
     res = run_infer(args.luna, args.model, args.out, cfg, segmenter=args.segmenter, save_maps=args.save_maps,
                     overwrite=args.overwrite, scheduler=args.scheduler, progress=not args.no_progress,
-                    run_log=run_log_path("infer"), wait_s=args.wait, prefetch=args.prefetch)
+                    run_log=run_log_path("infer"), wait_s=args.wait, prefetch=args.prefetch, force=args.force)
     return _summary(res, int(cfg.max_failures))
 
 

@@ -102,7 +102,11 @@ def discover(paths, out_dir: str | os.PathLike | None = None) -> Discovery:
         raise DataError(display_path(missing[0]), "no such file or folder" + more)
     out = Path(out_dir).resolve() if out_dir is not None else None
     for p in paths:
-        if out is not None and _under(_resolve(p), out):
+        try:
+            resolved = _resolve(p)
+        except DataError:
+            continue  # listed as a problem below
+        if out is not None and _under(resolved, out):
             raise DataError(p, f"input lies inside the output folder '{out_dir}'; choose another --out")
     cwd = Path.cwd().resolve()
     found: list[tuple[str, str, str, str | None]] = []

@@ -45,7 +45,7 @@ def run_infer(luna_root, model, out_dir, cfg: DetectConfig | None = None, *, seg
     if sel.empty:
         raise DataError(luna_root, f"no scans in subsets {subs} (present: {sorted(idx['subset'].unique())})")
     kw.setdefault("stage", "infer")
-    with locked_out_dir(out_dir, kw.pop("wait_s", 0.0), kw["stage"]) as out:
+    with locked_out_dir(out_dir, kw.pop("wait_s", 0.0), kw["stage"], force=kw.pop("force", False)) as out:
         res = run_locked(list(sel["path"]), model, out, cfg, segmenter=segmenter, progress=progress,
                    **{"save_maps": False, "overwrite": False, "scheduler": None, "run_log": None, **kw})
         _write_infer_outputs(out, sel, subs, seg_dir, res)

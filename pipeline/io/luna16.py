@@ -124,6 +124,14 @@ def read_seriesuids(path: str | os.PathLike) -> list[str]:
     return uids
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 _SUBSET_RE = re.compile(r"subset(\d+)$")
 
 
@@ -145,6 +153,11 @@ def index_root(root: str | os.PathLike) -> pd.DataFrame:
             rows += [(f.stem, k, str(f)) for f in sorted(d.glob("*.mhd"))]
     else:
         rows += [(f.stem, 0, str(f)) for f in sorted(r.glob("*.mhd"))]
+    odd = [row for row in rows if not _utf8(row[0])]
+    for uid, _, path in odd:  # a LUNA16 seriesuid is digits and dots: such a file cannot be one
+        log.warning("%s: file name is not valid UTF-8, so it is no LUNA16 seriesuid; skipped",
+                    os.fsencode(path).decode("utf-8", "backslashreplace"))
+    rows = [row for row in rows if _utf8(row[0])]
     if not rows:
         raise DataError(r, "no subset*/<seriesuid>.mhd scans found")
     df = pd.DataFrame(rows, columns=["seriesuid", "subset", "path"])

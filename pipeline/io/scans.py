@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 from pipeline.io.discover import find_scans
-from pipeline.io.formats import VOLUME_SUFFIXES, scan_format, scan_id
+from pipeline.io.formats import VOLUME_SUFFIXES, display_path, scan_format, scan_id
 from pipeline.io.geometry import Geometry
 from pipeline.io.image import Scan, to_sitk
 from pipeline.io.validate import make_scan
@@ -77,7 +77,7 @@ def read_scan(path: str | os.PathLike, *, series_uid: str | None = None) -> Scan
         raise DataError(p, "permission denied") from None
     except OSError as exc:
         raise DataError(p, f"cannot read file ({exc.strerror or type(exc).__name__})") from None
-    return make_scan(vol, scan_id(p), p, {"format": fmt, "modality": "CT"})
+    return make_scan(vol, display_path(scan_id(p)), p, {"format": fmt, "modality": "CT"})
 
 
 def _atomic_target_dir(path: Path) -> Path:

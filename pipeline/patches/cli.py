@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cliutil import add_params_arg, check_input_dir, check_output_dir, params_section
+from pipeline.cliutil import (
+    add_force_arg,
+    add_params_arg,
+    check_input_dir,
+    check_output_dir,
+    params_section,
+)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -13,13 +19,15 @@ def _run(args: argparse.Namespace) -> int:
 
     check_input_dir(args.luna, "--luna", "LUNA16 root folder")
     check_input_dir(args.preprocessed, "--preprocessed", "preprocess output folder")
-    check_output_dir(args.out)
+    check_output_dir(args.out, stage="patches", force=args.force, signatures=("index.csv",))
     params = params_section(args, "patches")
     if args.workers is not None:
         params["workers"] = args.workers
     cfg = from_dict(PatchesConfig, params, "patches")
+    from pipeline.outdir import claim_output_dir
     from pipeline.runlog import run_log_path
 
+    claim_output_dir(args.out, "patches", force=args.force, signatures=("index.csv",))
     res = run(args.luna, args.preprocessed, args.out, cfg, progress=not args.no_progress,
               run_log=run_log_path("patches"))
     s = res.summary
@@ -40,4 +48,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (overrides params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_arg(p)
+    add_force_arg(p)
     p.set_defaults(func=_run)

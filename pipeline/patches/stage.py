@@ -69,6 +69,30 @@ def _extract_scan(seriesuid: str, pre_dir: str, coords_xyz_mm: np.ndarray, parts
             "centres_zyx": np.asarray(centres, np.int64)}
 
 
+FAR_OUTSIDE_MM = 20.0  # a candidate centre this far outside its scan is a wrong coordinate, not an edge case
+
+
+def check_inside(cands: pd.DataFrame, geoms: dict[str, Geometry], path: Path) -> None:
+    """DataError naming the CSV row of the first candidate whose centre lies more than
+    :data:`FAR_OUTSIDE_MM` outside its (preprocessed) scan's volume: its cube would be blank, and a
+    positive there a nodule no model can find. Centres just outside the edge are cut as usual."""
+    for uid, g in cands.groupby("seriesuid", sort=False):
+        geom = geoms.get(uid)
+        if geom is None:
+            continue
+        idx = geom.world_to_voxel_zyx(g[COORDS].to_numpy(float))
+        shape = np.asarray(geom.shape_zyx, float)
+        below, above = np.clip(-idx, 0, None), np.clip(idx - (shape - 1), 0, None)
+        dist = np.linalg.norm((below + above) * np.asarray(geom.spacing_zyx_mm), axis=1)
+        far = dist > FAR_OUTSIDE_MM
+        if far.any():
+            k = int(np.argmax(far))
+            row = int(g.index[k]) + 2
+            xyz = ", ".join(f"{v:g}" for v in g[COORDS].to_numpy(float)[k])
+            raise DataError(path, f"row {row}: candidate at ({xyz}) mm lies {dist[k]:.0f} mm outside scan "
+                                  f"{uid}'s volume; fix or remove the row")
+
+
 def _available_scans(pre_dir: Path, uids: list[str]) -> tuple[list[str], list[str]]:
     man_path = pre_dir / "manifest.csv"
     ok_status = None
@@ -132,7 +156,9 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
                     ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
     if not ok:
         raise DataError(pre, "no preprocessed scans with candidates found")
-    spacings = {tuple(read_json(pre / f"{u}.json")["geometry"]["spacing_xyz_mm"]) for u in ok}
+    geoms = {u: Geometry.from_dict(read_json(pre / f"{u}.json")["geometry"]) for u in ok}
+    check_inside(cands, geoms, luna / cfg.candidates_csv)
+    spacings = {tuple(g.spacing_xyz_mm) for g in geoms.values()}
     if len(spacings) != 1:
         raise DataError(pre, f"preprocessed scans have different spacings {sorted(spacings)}; rerun preprocess")
     labelled = labelled[labelled["seriesuid"].isin(ok)].copy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cliutil import (
+    add_force_arg,
     add_params_arg,
     check_input_dir,
     check_not_inside,
@@ -14,18 +15,21 @@ from pipeline.cliutil import (
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.config import from_dict
+    from pipeline.outdir import claim_output_dir
     from pipeline.preprocess.config import PreprocessConfig
     from pipeline.preprocess.stage import run
     from pipeline.runlog import run_log_path
 
     check_input_dir(args.luna, "--luna", "LUNA16 root folder")
-    check_output_dir(args.out)
+    check_output_dir(args.out, stage="preprocess", force=args.force, signatures=("manifest.csv",))
     check_not_inside(args.out, args.luna, "--out", "--luna")
     params = params_section(args, "preprocess")
     for key in ("workers", "scheduler", "max_failures"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     cfg = from_dict(PreprocessConfig, params, "preprocess")
+    claim_output_dir(args.out, "preprocess", force=args.force, signatures=("manifest.csv",))
+    claim_output_dir(args.out, "preprocess", force=args.force, signatures=("manifest.csv",))
     res = run(args.luna, args.out, cfg, progress=not args.no_progress, run_log=run_log_path("preprocess"))
     s = res.summary
     print(f"preprocess: {s['ok'] - s['skipped']} done, {s['skipped']} up to date, {s['failed']} failed "
@@ -46,4 +50,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fail when more scans than this fail (overrides params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_arg(p)
+    add_force_arg(p)
     p.set_defaults(func=_run)

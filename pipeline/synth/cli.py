@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cliutil import add_params_arg, check_output_dir, params_section
+from pipeline.cliutil import add_force_arg, add_params_arg, check_output_dir, params_section
 
 
 def register(subparsers) -> None:
@@ -17,6 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--subsets", type=int, help="number of subsetK folders (overrides synth.subsets)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_params_arg(p)
+    add_force_arg(p)
     p.set_defaults(func=_run)
 
 
@@ -24,15 +25,15 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.config import from_dict
     from pipeline.runlog import run_log_path
     from pipeline.synth.config import SynthConfig
-    from pipeline.synth.generate import generate
+    from pipeline.synth.generate import SYNTH_SIGNATURES, generate
 
-    check_output_dir(args.out)
+    check_output_dir(args.out, stage="synth", force=args.force, signatures=SYNTH_SIGNATURES)
     values = params_section(args, "synth")
     for key in ("scans", "seed", "subsets"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     cfg = from_dict(SynthConfig, values, "synth")
-    res = generate(args.out, cfg, progress=not args.no_progress, run_log=run_log_path("synth"))
+    res = generate(args.out, cfg, progress=not args.no_progress, run_log=run_log_path("synth"), force=args.force)
     c = res.counts
     print(f"synth: {c['scans']} scans ({c['flipped']} flipped), {c['annotations']} nodules, "
           f"{c['excluded']} excluded, {c['candidates']} candidates ({c['candidates_pos']} positive) "

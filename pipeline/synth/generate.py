@@ -67,16 +67,22 @@ def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
     return plans
 
 
+SYNTH_SIGNATURES = ("synth_summary.json",)  # a folder synth wrote before output markers existed
+
+
 def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = True,
-             run_log: str | Path | None = None) -> SynthResult:
+             run_log: str | Path | None = None, force: bool = False) -> SynthResult:
     """Generate ``cfg.scans`` scans into ``out_dir`` (LUNA16 layout); returns paths, counts, timings.
 
     Every file under ``out_dir`` depends only on ``cfg`` (no timings: same config, same bytes).
     Timings go to the log and, when ``run_log`` is given, to that JSON file (``logs/synth.json``).
+    ``out_dir`` must be new, empty or written by synth (:mod:`pipeline.outdir`; ``force`` overrides):
+    it removes scans of an earlier synth run that the config no longer makes.
     """
+    from pipeline.outdir import claim_output_dir
+
     cfg = cfg or SynthConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_dir(out_dir, "synth", force=force, signatures=SYNTH_SIGNATURES)
     t0 = time.perf_counter()
     plans = plan_scans(cfg)
     keep = {f"{p.seriesuid}{s}" for p in plans for s in (".mhd", ".raw")}

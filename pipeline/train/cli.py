@@ -6,6 +6,7 @@ import json
 import os
 
 from pipeline.cliutil import (
+    add_force_arg,
     add_params_arg,
     check_input_dir,
     check_input_file,
@@ -27,6 +28,7 @@ def _check_patches(path: str) -> None:
     check_input_file(d / "index.csv", "--patches", "patch index (run the patches stage)")
 
 
+MODEL_SIGNATURES = ("config.json", "last.pt")  # a model folder written before output markers existed
 OVERRIDES = ("epochs", "batch_size", "lr", "strategy", "encoder", "weights", "precision", "device",
              "imbalance", "seed", "num_workers", "test_subsets", "val_subsets", "max_train_samples")
 
@@ -39,20 +41,22 @@ def _train(args: argparse.Namespace) -> int:
 
     seg = args.task == "segmenter"
     _check_patches(args.patches)
-    for flag in ("out", "live"):
-        if getattr(args, flag):
-            check_output_dir(getattr(args, flag), f"--{flag}")
+    out = args.out or ("models/segmenter" if seg else "models/classifier")
+    check_output_dir(out, "--out", stage="train", force=args.force, signatures=MODEL_SIGNATURES)
+    if args.live:
+        check_output_dir(args.live, "--live")
     section = "train_seg" if seg else "train"
     values = params_section(args, section)
     for key in OVERRIDES:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     cfg = from_dict(SegTrainConfig if seg else TrainConfig, values, section)
-    out = args.out or ("models/segmenter" if seg else "models/classifier")
     live = args.live or f"dvclive/{'segmenter' if seg else 'classifier'}"
     pre = args.preprocessed if args.preprocessed and Path(args.preprocessed).is_dir() else None
+    from pipeline.outdir import claim_output_dir
     from pipeline.runlog import run_log_path
 
+    claim_output_dir(out, "train", force=args.force, signatures=MODEL_SIGNATURES)
     kw = {"preprocessed_dir": pre, "live_dir": live, "resume": args.resume, "progress": not args.quiet,
           "run_log": run_log_path(f"train-{Path(out).name}")}
     if seg:
@@ -108,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-subsets", dest="val_subsets", type=_subsets, default=None,
                    help="LUNA16 subsets used for validation (e.g. 1)")
     add_params_arg(p)
+    add_force_arg(p)
     p.set_defaults(func=_train)
 
     q = sub.add_parser("predict", help="score the candidates of a split with a trained classifier",

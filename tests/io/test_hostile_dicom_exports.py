@@ -221,3 +221,26 @@ def test_fifo_in_a_dicom_folder_is_skipped(tmp_path, phantom):
     os.mkfifo(tmp_path / "pipe.dcm")
     assert find_scans(tmp_path) == [folder]
     np.testing.assert_array_equal(read_scan(folder).array_zyx, arr)
+
+
+def test_several_series_copies_and_a_localizer(tmp_path, phantom):
+    from pipeline.io.discover import ScanInput, find_scan_inputs
+
+    arr, g = phantom
+    mixed = tmp_path / "mixed"
+    a = write_dicom_series(arr, g, tmp_path / "a", seriesuid=UID + ".1")
+    b = write_dicom_series(arr[::-1].copy(), g, tmp_path / "b", seriesuid=UID + ".2")
+    scout = write_dicom_series(arr[:2], g.with_shape((2, *arr.shape[1:])), tmp_path / "c", seriesuid=UID + ".3",
+                               extra_tags={"0008|0008": "ORIGINAL\\PRIMARY\\LOCALIZER"})
+    mixed.mkdir()
+    for src in (a, b, scout):
+        for f in src.iterdir():
+            shutil.move(f, mixed / f"{src.name}_{f.name}")
+    assert find_scan_inputs(mixed) == [ScanInput(mixed, UID + ".1"), ScanInput(mixed, UID + ".2")]
+    np.testing.assert_array_equal(read_scan(mixed, series_uid=UID + ".2").array_zyx, arr[::-1])
+    _one_line(mixed, r"folder holds 3 DICOM series")  # read_scan without series_uid: which one?
+    copies = tmp_path / "copies"
+    for name in ("one", "two"):
+        shutil.copytree(tmp_path / "src", copies / name) if (tmp_path / "src").exists() else \
+            write_dicom_series(arr, g, copies / name, seriesuid=UID)
+    assert sorted(find_scan_inputs(copies)) == [ScanInput(copies / "one"), ScanInput(copies / "two")]
