@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import DataError
 
-MARKER = ".pipeline-output.json"
+MARKER = ".pipeline-output"  # a small JSON file; hidden, and no .json suffix a stage might glob for
 
 
 def _foreign(folder: Path) -> list[str]:

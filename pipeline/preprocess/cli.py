@@ -15,22 +15,20 @@ from pipeline.cliutil import (
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.config import from_dict
-    from pipeline.outdir import claim_output_dir
     from pipeline.preprocess.config import PreprocessConfig
-    from pipeline.preprocess.stage import run
+    from pipeline.preprocess.stage import PREPROCESS_SIGNATURES, run
     from pipeline.runlog import run_log_path
 
     check_input_dir(args.luna, "--luna", "LUNA16 root folder")
-    check_output_dir(args.out, stage="preprocess", force=args.force, signatures=("manifest.csv",))
     check_not_inside(args.out, args.luna, "--out", "--luna")
+    check_output_dir(args.out, stage="preprocess", force=args.force, signatures=PREPROCESS_SIGNATURES)
     params = params_section(args, "preprocess")
     for key in ("workers", "scheduler", "max_failures"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     cfg = from_dict(PreprocessConfig, params, "preprocess")
-    claim_output_dir(args.out, "preprocess", force=args.force, signatures=("manifest.csv",))
-    claim_output_dir(args.out, "preprocess", force=args.force, signatures=("manifest.csv",))
-    res = run(args.luna, args.out, cfg, progress=not args.no_progress, run_log=run_log_path("preprocess"))
+    res = run(args.luna, args.out, cfg, progress=not args.no_progress, run_log=run_log_path("preprocess"),
+              force=args.force)
     s = res.summary
     print(f"preprocess: {s['ok'] - s['skipped']} done, {s['skipped']} up to date, {s['failed']} failed "
           f"-> {args.out}")

@@ -42,6 +42,7 @@ import pandas as pd
 from pipeline.errors import DataError, PipelineError
 from pipeline.io.luna16 import index_root
 from pipeline.lock import output_lock
+from pipeline.outdir import claim_output_dir
 from pipeline.preprocess.config import PreprocessConfig
 from pipeline.preprocess.storage import is_done, paths_for, write_outputs
 from pipeline.progress import ProgressLog
@@ -143,10 +144,13 @@ def _iter_results(tasks: list[tuple], out_dir: str, cfg: PreprocessConfig, worke
             yield process_one(*t, out_dir, cfg)
 
 
+PREPROCESS_SIGNATURES = ("manifest.csv",)  # a folder preprocess wrote before output markers existed
+
+
 def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
         cfg: PreprocessConfig = PreprocessConfig(), *, workers: int | None = None,
         scheduler: Any = None, progress: bool = True,
-        run_log: str | os.PathLike | None = None) -> PreprocessResult:
+        run_log: str | os.PathLike | None = None, force: bool = False) -> PreprocessResult:
     """Preprocess every ``subsetK/<uid>.mhd`` under ``luna_root`` into ``out_dir``.
 
     Args:
@@ -171,7 +175,8 @@ def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
     Raises:
         PipelineError: more than ``cfg.max_failures`` scans failed (outputs still written).
         LockedError: another run holds ``out_dir``.
-        DataError: ``out_dir`` is a file, or ``luna_root`` is not a LUNA16 root.
+        DataError: ``out_dir`` is a file, holds files preprocess did not write (``force`` writes
+            anyway; :mod:`pipeline.outdir`), or ``luna_root`` is not a LUNA16 root.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -181,7 +186,7 @@ def run(luna_root: str | os.PathLike, out_dir: str | os.PathLike,
         raise DataError(out, f"preprocess output folder cannot be created: {above} is a file")
     index = index_root(luna_root)
     with output_lock(out, what="preprocess"):
-        out.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(out, "preprocess", force=force, signatures=PREPROCESS_SIGNATURES)
         return _run_locked(index, out, cfg, workers, scheduler, progress, run_log)
 
 
