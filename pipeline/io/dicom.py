@@ -221,7 +221,8 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
                                     "one enhanced CT file per series is supported")
         arr, sg = read_multiframe(files[0].path, folder)
         return _finish(folder, arr, sg, series_uid, {"format": "dicom", "modality": "CT",
-                                                     "n_slices": int(arr.shape[0]), "multiframe": True})
+                                                     "n_slices": int(arr.shape[0]), "multiframe": True,
+                                                     "instance_numbers": [int(i) + 1 for i in sg.order]})
     if len(files) < 2:
         raise DataError(folder, f"series has {len(files)} slice(s); a CT volume needs at least 2")
     _check_slices(folder, files)
@@ -250,7 +251,9 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
     if arr.shape != (len(ordered), files[0].rows, files[0].cols):
         raise DataError(folder, f"decoded pixel data has shape {arr.shape}, the headers say "
                                 f"{(len(ordered), files[0].rows, files[0].cols)}")
-    return _finish(folder, arr, sg, series_uid, {"format": "dicom", "modality": "CT", "n_slices": len(ordered)})
+    numbers = {f.path: f.instance_number for f in files}
+    return _finish(folder, arr, sg, series_uid, {"format": "dicom", "modality": "CT", "n_slices": len(ordered),
+                                                 "instance_numbers": [numbers[p] for p in ordered]})
 
 
 def write_dicom_series(array_zyx: np.ndarray, geometry: Geometry, folder: str | os.PathLike,

@@ -28,7 +28,9 @@ class Scan:
         geometry: the voxel grid (origin/spacing/direction in xyz mm, shape in zyx).
         seriesuid: LUNA16 series UID (file stem for files, SeriesInstanceUID for DICOM).
         path: where it was read from.
-        meta: non-identifying facts (``format``, ``modality``, ``n_slices``).
+        meta: non-identifying facts (``format``, ``modality``, ``n_slices``; DICOM:
+            ``instance_numbers``, the InstanceNumber (frame number for a multi-frame file) of each
+            z slice, what a viewer shows as the image number; ``gantry_tilt_deg`` when resampled).
     """
 
     array_zyx: np.ndarray
