@@ -199,7 +199,8 @@ def test_real_slab_lidc0003_geometry_and_nodule():
     lung = scan.array_zyx[:, 150:350, 300:420]
     assert np.percentile(lung, 25) < -600
     # no identifying data in what we carry
-    assert set(scan.meta) <= {"format", "modality", "n_slices"}
+    assert set(scan.meta) <= {"format", "modality", "n_slices", "instance_numbers"}
+    assert all(isinstance(n, int) for n in scan.meta["instance_numbers"])  # image numbers, nothing else
 
 
 @needs_shared
