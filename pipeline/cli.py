@@ -25,6 +25,7 @@ STAGE_MODULES = [
     "pipeline.train.cli",
     "pipeline.evaluate.cli",
     "pipeline.detect.cli",
+    "pipeline.measure.cli",
     "pipeline.preset",
     "pipeline.figures",
     "pipeline.report.cli",

@@ -174,7 +174,8 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
         t = time.perf_counter()
         if save_maps:
             outputs.write_maps(out / "maps", sid, res)
-        crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", sid, top=report_top)
+        crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", sid,
+                            top=max(report_top, len(res.findings)), masks=res.masks)
         seconds["outputs"] = time.perf_counter() - t
         outputs.write_scan_result(out, sid, job.rel, res, {"crops": crops, "identity": ident, "run_key": key})
         return {"id": sid, "scan": job.rel, "status": "ok", "reason": "",

@@ -22,8 +22,10 @@ class DetectConfig:
         max_candidates: top candidates (by segmenter max probability) sent to the classifier.
         max_findings: findings kept per scan (sorted by ``probability``).
         min_size_mm: components with an equivalent-sphere diameter below this are dropped.
-        max_size_mm: components with an equivalent-sphere diameter above this are dropped
-            (LUNA16 nodules are 3-30 mm; bigger components are leaks along the lung wall).
+        max_size_mm: components with an equivalent-sphere diameter above this are beyond what the
+            classifier was trained on (LUNA16 nodules are 3-30 mm): with ``measure`` they are kept
+            and scored by the segmenter alone (a mass is reported, never dropped); without it they
+            are dropped as before.
         roi_size: sliding-window size (z, y, x) voxels on the preprocessed grid.
         overlap: sliding-window overlap fraction (MONAI).
         lung_margin_mm: the segmenter runs only on the lung mask's bounding box grown by this
@@ -42,6 +44,9 @@ class DetectConfig:
             CPU: a full-bf16 copy, no faster than the fused fp32 model, findings may shift).
         batch_size: classifier patches per forward pass.
         subsets: LUNA16 subsets the ``infer`` stage runs on; None = the classifier's test subsets.
+        measure: segment and measure every finding (:mod:`pipeline.measure`): mask, centre, volume,
+            axes, type, Lung-RADS category, image number, side; the classifier scores the mask's
+            centre. False: the coordinate list of the segmenter's components only.
         max_failures: ``infer`` only: exit 0 (not 3) while at most this many scans failed (they are
             listed in errors.csv and still count as scans in seriesuids.csv, i.e. as misses).
     """
@@ -63,6 +68,7 @@ class DetectConfig:
     batch_size: int = 32
     subsets: tuple[int, ...] | None = None
     max_failures: int = 0
+    measure: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.seg_threshold) < 1.0:

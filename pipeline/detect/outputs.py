@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.detect.findings import MEASURE_COLUMNS
 from pipeline.detect.scan import FINDING_COLUMNS, ScanFindings
 from pipeline.io.geometry import Geometry
 from pipeline.utils import atomic_path, read_json, write_csv, write_json
 
-OUTPUT_COLUMNS = FINDING_COLUMNS + ["scan"]
+OUTPUT_COLUMNS = FINDING_COLUMNS + MEASURE_COLUMNS + ["scan"]
 ERROR_COLUMNS = ["scan", "reason"]
 
 
@@ -110,8 +111,15 @@ def write_scan_result(out_dir: Path, scan_id: str, rel: str, res: ScanFindings,
            "geometry": res.geometry.to_dict() if res.geometry else None,
            "original_geometry": res.original_geometry.to_dict() if res.original_geometry else None,
            "findings": res.findings.astype(object).where(res.findings.notna(), None).to_dict("records"),
+           "lungrads_highest": _highest(res.findings),
            **(extra or {})}
     return write_json(result_path(out_dir, scan_id), rec)
+
+
+def _highest(findings: pd.DataFrame) -> str:
+    from pipeline.measure.lungrads import highest
+
+    return highest(findings["lungrads"].dropna()) if "lungrads" in findings else ""
 
 
 def write_scan_error(out_dir: Path, scan_id: str, rel: str, reason: str) -> Path:
@@ -127,15 +135,19 @@ def _reference(geometry: Geometry, pixel_id):
     return geometry.apply_to_sitk(sitk.Image([x, y, z], pixel_id))
 
 
-def finding_mask(findings: pd.DataFrame, geometry: Geometry) -> np.ndarray:
-    """uint8 (z, y, x) on ``geometry``: finding k (rank, 1-based) painted as a sphere of its diameter.
-
-    Higher-ranked findings win where spheres overlap. Distances are in mm (orthonormal directions).
-    """
+def finding_mask(findings: pd.DataFrame, geometry: Geometry, masks: list | None = None) -> np.ndarray:
+    """uint8 (z, y, x) on ``geometry``: finding k (rank, 1-based) = label k: its lesion mask when
+    measured (``masks[k - 1]``, a :class:`~pipeline.measure.segment.LesionMask` on this grid), else a
+    sphere of its diameter. Higher-ranked findings win where they overlap. Distances in mm."""
     mask = np.zeros(tuple(geometry.shape_zyx), np.uint8)
     sp = np.asarray(geometry.spacing_zyx_mm, float)
     shape = np.asarray(geometry.shape_zyx)
     for k in range(min(len(findings), 255) - 1, -1, -1):  # lowest rank first, rank 1 painted last
+        les = masks[k] if masks and k < len(masks) else None
+        if les is not None and not les.empty:
+            box = tuple(slice(s, s + n) for s, n in zip(les.start_zyx, les.mask_zyx.shape))
+            mask[box][les.mask_zyx] = k + 1
+            continue
         row = findings.iloc[k]
         c = geometry.world_to_voxel_zyx([row["coordX"], row["coordY"], row["coordZ"]])
         r_mm = max(float(row["diameter_mm"]) / 2.0, float(sp.max()) / 2.0)
@@ -152,7 +164,8 @@ def finding_mask(findings: pd.DataFrame, geometry: Geometry) -> np.ndarray:
 
 def write_maps(maps_dir: Path, scan_id: str, res: ScanFindings) -> tuple[Path, Path]:
     """``<id>_prob.nii.gz`` (float32 probability, resampled linearly onto the ORIGINAL scan grid)
-    and ``<id>_findings.nii.gz`` (uint8 finding ranks), both opening aligned with the scan in Slicer."""
+    and ``<id>_findings.nii.gz`` (uint8: label k = finding k's lesion mask), both opening aligned with
+    the scan in Slicer."""
     import SimpleITK as sitk
 
     from pipeline.io.scans import to_sitk
@@ -161,7 +174,7 @@ def write_maps(maps_dir: Path, scan_id: str, res: ScanFindings) -> tuple[Path, P
     prob_img = to_sitk(res.prob_zyx.astype(np.float32), res.geometry)
     prob_orig = sitk.Resample(prob_img, _reference(orig, sitk.sitkFloat32), sitk.Transform(), sitk.sitkLinear,
                               0.0, sitk.sitkFloat32)
-    mask_img = to_sitk(finding_mask(res.findings, orig), orig)
+    mask_img = to_sitk(finding_mask(res.findings, orig, res.masks), orig)
     out = []
     for name, img in (("prob", prob_orig), ("findings", mask_img)):
         p = Path(maps_dir) / f"{scan_id}_{name}.nii.gz"

@@ -41,9 +41,16 @@ def _canonical(crop_zyx: np.ndarray, geometry: Geometry, spacing_zyx: np.ndarray
     return arr, spacing_zyx[order], order, [signs[o] for o in order]
 
 
+_LETTERS = {"axial": ("R", "L", "A", "P"), "coronal": ("R", "L", "S", "I"), "sagittal": ("A", "P", "S", "I")}
+"""(left, right, top, bottom) edge letters of each view in the radiological display used here."""
+
+
 def render_finding(array_zyx: np.ndarray, geometry: Geometry, index_zyx, diameter_mm: float, caption: str,
-                   png: Path, half_mm: float = 32.0, window=WINDOW_HU) -> Path:
-    """Axial / coronal / sagittal crops (±``half_mm``) around voxel ``index_zyx`` of the original scan."""
+                   png: Path, half_mm: float = 32.0, window=WINDOW_HU, lesion=None) -> Path:
+    """Axial / coronal / sagittal crops (±``half_mm``) around voxel ``index_zyx`` of the original scan,
+    each with its orientation letters (R/L, A/P, S/I) and a 10 mm scale bar; the outline of
+    ``lesion`` (a :class:`~pipeline.measure.segment.LesionMask` on the scan's grid) when given, else a
+    circle of ``diameter_mm``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,18 +64,44 @@ def render_finding(array_zyx: np.ndarray, geometry: Geometry, index_zyx, diamete
     start = np.asarray(index_zyx, int) - half
     crop = crop_padded(array_zyx, start, 2 * half + 1, fill=int(window[0])).astype(np.float32)
     arr, wsp, _, _ = _canonical(crop, geometry, sp)
+    outline = None
+    if lesion is not None and not lesion.empty:
+        full = np.zeros(crop.shape, np.float32)
+        lo = np.asarray(lesion.start_zyx) - start
+        src = tuple(slice(max(-a, 0), min(n, c - a)) for a, n, c in zip(lo, lesion.mask_zyx.shape, crop.shape))
+        dst = tuple(slice(max(a, 0), max(a, 0) + (s.stop - s.start)) for a, s in zip(lo, src))
+        if all(s.stop > s.start for s in src):
+            full[dst] = lesion.mask_zyx[src]
+        outline = _canonical(full, geometry, sp)[0]
     c = np.asarray(arr.shape) // 2  # the finding voxel is the crop centre
     views = [("axial", arr[c[0]], wsp[1], wsp[2], False),  # rows y (anterior up), cols x
              ("coronal", arr[:, c[1], :], wsp[0], wsp[2], True),  # rows z (superior up), cols x
              ("sagittal", arr[:, :, c[2]], wsp[0], wsp[1], True)]  # rows z, cols y
-    fig, axs = plt.subplots(1, 3, figsize=(9, 3.3), dpi=80)
-    for ax, (name, img, sr, sc, up) in zip(axs, views):
+    masks = ([outline[c[0]], outline[:, c[1], :], outline[:, :, c[2]]] if outline is not None else [None] * 3)
+    fig, axs = plt.subplots(1, 3, figsize=(9, 3.5), dpi=80)
+    for ax, (name, img, sr, sc, up), m in zip(axs, views, masks):
         h, w = img.shape
         ext = (-(w // 2 + 0.5) * sc, (w - w // 2 - 0.5) * sc, (h - h // 2 - 0.5) * sr, -(h // 2 + 0.5) * sr)
         if up:
             img, ext = img[::-1], (ext[0], ext[1], -ext[2], -ext[3])
+            m = m[::-1] if m is not None else None
         ax.imshow(img, cmap="gray", vmin=window[0], vmax=window[1], extent=ext, interpolation="bilinear")
-        ax.add_patch(Circle((0, 0), max(diameter_mm / 2.0, 1.0) + 2.0, fill=False, color="#ffcc00", lw=1.2))
+        if m is not None and m.any():
+            ax.contour(m, levels=[0.5], colors="#ffcc00", linewidths=1.0, extent=ext, origin="upper")
+        else:
+            ax.add_patch(Circle((0, 0), max(diameter_mm / 2.0, 1.0) + 2.0, fill=False, color="#ffcc00", lw=1.2))
+        x0, x1 = min(ext[0], ext[1]), max(ext[0], ext[1])
+        y0, y1 = min(ext[2], ext[3]), max(ext[2], ext[3])
+        bar_y = y1 - 0.08 * (y1 - y0) if not up else y0 + 0.08 * (y1 - y0)
+        ax.plot([x0 + 3, x0 + 13], [bar_y, bar_y], color="white", lw=2)
+        ax.text(x0 + 8, bar_y, "10 mm", color="white", fontsize=7, ha="center",
+                va="bottom" if not up else "top")
+        left, right, top, bottom = _LETTERS[name]
+        kw = {"color": "#66ccff", "fontsize": 9, "fontweight": "bold", "transform": ax.transAxes}
+        ax.text(0.02, 0.5, left, ha="left", va="center", **kw)
+        ax.text(0.98, 0.5, right, ha="right", va="center", **kw)
+        ax.text(0.5, 0.98, top, ha="center", va="top", **kw)
+        ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **kw)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -82,17 +115,29 @@ def render_finding(array_zyx: np.ndarray, geometry: Geometry, index_zyx, diamete
     return png
 
 
+def _caption(k: int, row) -> str:
+    head = f"#{k + 1}  p={row['probability']:.3f} (seg {row['seg_score']:.2f}, cls {row['cls_score']:.2f})"
+    if isinstance(row.get("type"), str) and row.get("type"):
+        return (f"{head}  {row['type']}, mean {row['mean_diameter_mm']:.1f} mm "
+                f"({row['long_axis_mm']:.1f} x {row['short_axis_mm']:.1f}), {row['volume_mm3']:.0f} mm3, "
+                f"Lung-RADS* {row['lungrads']}\nimage {row['image_number']}, {row['side']}, "
+                f"x,y,z=({row['coordX']:.1f}, {row['coordY']:.1f}, {row['coordZ']:.1f}) mm   "
+                "*research aid, not a clinical category")
+    return (f"{head}  d={row['diameter_mm']:.1f} mm  "
+            f"x,y,z=({row['coordX']:.1f}, {row['coordY']:.1f}, {row['coordZ']:.1f}) mm")
+
+
 def render_scan(array_zyx: np.ndarray, geometry: Geometry, findings: pd.DataFrame, report_dir: Path,
-                scan_id: str, top: int = 5) -> list[str]:
-    """PNG names (relative to the report folder's parent) of the top findings' crops."""
+                scan_id: str, top: int = 20, masks: list | None = None) -> list[str]:
+    """PNG names (relative to the report folder's parent) of the findings' crops (at most ``top``),
+    each with its lesion outline from ``masks`` (same order as ``findings``) when measured."""
     names = []
     for k, row in findings.head(top).reset_index(drop=True).iterrows():
         png = Path(report_dir) / f"{scan_id}_{k + 1}.png"
-        cap = (f"#{k + 1}  p={row['probability']:.3f}  (seg {row['seg_score']:.2f}, cls "
-               f"{row['cls_score']:.2f})  d={row['diameter_mm']:.1f} mm  "
-               f"x,y,z=({row['coordX']:.1f}, {row['coordY']:.1f}, {row['coordZ']:.1f}) mm")
+        lesion = masks[k] if masks and k < len(masks) else None
+        half = max(32.0, 0.75 * float(row.get("long_axis_mm") or 0.0) + 10.0) if lesion is not None else 32.0
         render_finding(array_zyx, geometry, (row["index_z"], row["index_y"], row["index_x"]),
-                       float(row["diameter_mm"]), cap, png)
+                       float(row["diameter_mm"]), _caption(k, row), png, half_mm=half, lesion=lesion)
         names.append(f"{Path(report_dir).name}/{png.name}")
     return names
 
@@ -101,6 +146,11 @@ def _fmt(v, nd=3) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
     return f"{v:.{nd}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _digits(col: str) -> int:
+    return 3 if col in ("probability", "seg_score", "cls_score") else 0 if col.startswith("volume") else \
+        2 if col.startswith("coord") else 1
 
 
 def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info: dict) -> Path:
@@ -117,15 +167,17 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
     intro = (f"{c.get('inputs', '?')} path(s) given{dup}: {c.get('scans', len(records) + n_fail)} scan(s), "
              f"{len(records)} done, {n_fail} failed; {c.get('bad_arguments', 0)} path(s) held no scan; "
              f"combine = {e(str(run_info.get('config', {}).get('combine')))}. Research software: not for "
-             "clinical use.")
-    head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>top p</th>"
-            "<th>top diameter (mm)</th></tr>")
+             "clinical use. Measurements, types and Lung-RADS v2022 categories (*) are research aids computed "
+             "from size and type alone, not clinical categories.")
+    head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>highest Lung-RADS*</th>"
+            "<th>top p</th><th>top diameter (mm)</th></tr>")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Nodule detection report</title>",
              f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>", f"<p>{intro}</p>", head]
     for r in records:
         f = r["findings"]
         top = f[0] if f else {}
         parts.append(f"<tr><td class='l'><a href='#{e(r['id'])}'>{e(r['scan'])}</a></td><td>{len(f)}</td>"
+                     f"<td>{e(str(r.get('lungrads_highest') or '–'))}</td>"
                      f"<td>{_fmt(top.get('probability'))}</td><td>{_fmt(top.get('diameter_mm'), 1)}</td></tr>")
     parts.append("</table>")
     if len(errors):
@@ -133,15 +185,18 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
         parts += [f"<tr><td class='l'>{e(str(s))}</td><td class='l'>{e(str(m))}</td></tr>"
                   for s, m in zip(errors["scan"], errors["reason"])]
         parts.append("</table>")
-    cols = ["probability", "diameter_mm", "coordX", "coordY", "coordZ", "seg_score", "cls_score"]
+    cols = ["probability", "type", "lungrads", "mean_diameter_mm", "long_axis_mm", "short_axis_mm", "volume_mm3",
+            "solid_mean_diameter_mm", "image_number", "side", "coordX", "coordY", "coordZ", "seg_score", "cls_score"]
     for r in records:
+        cat = r.get("lungrads_highest")
         parts.append(f"<h2 id='{e(r['id'])}'>{e(r['scan'])}</h2><p>series {e(str(r['seriesuid']))}, "
-                     f"{r['n_candidates']} candidate(s) scored</p>")
+                     f"{r['n_candidates']} candidate(s) scored"
+                     + (f"; highest Lung-RADS* category <b>{e(cat)}</b>" if cat else "") + "</p>")
         if r["findings"]:
             parts.append("<table><tr><th>#</th>" + "".join(f"<th>{c}</th>" for c in cols) +
                          "<th>voxel (z, y, x)</th></tr>")
             for k, f in enumerate(r["findings"]):
-                parts.append(f"<tr><td>{k + 1}</td>" + "".join(f"<td>{_fmt(f.get(c), 2 if c[0] in 'cd' else 3)}</td>"
+                parts.append(f"<tr><td>{k + 1}</td>" + "".join(f"<td>{_fmt(f.get(c), _digits(c))}</td>"
                                                                for c in cols) +
                              f"<td>({f['index_z']}, {f['index_y']}, {f['index_x']})</td></tr>")
             parts.append("</table>")

@@ -21,8 +21,11 @@ from pipeline.runtime import resolve_precision
 log = logging.getLogger(__name__)
 FINDING_COLUMNS = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm",
                    "index_z", "index_y", "index_x", "seg_score", "cls_score"]
-"""``coordX/Y/Z`` world LPS mm; ``index_z/y/x`` nearest voxel of the ORIGINAL scan grid."""
-STEPS = ("io", "preprocess", "segmenter", "candidates", "classifier")
+"""``coordX/Y/Z`` world LPS mm (the centre of the finding's mask when measured); ``index_z/y/x`` nearest
+voxel of the ORIGINAL scan grid; ``diameter_mm`` the Lung-RADS mean diameter when measured, else the
+segmenter component's equivalent-sphere diameter. Measured findings add
+:data:`pipeline.detect.findings.MEASURE_COLUMNS`."""
+STEPS = ("io", "preprocess", "segmenter", "candidates", "classifier", "measure")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ScanFindings:
     geometry: Geometry | None = None
     original_geometry: Geometry | None = None
     prob_zyx: np.ndarray | None = None
+    masks: list = field(default_factory=list)  # per finding: LesionMask on the original grid (or None)
 
 
 def preprocess_config(model_config: dict):
@@ -144,21 +148,26 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
                             prob[box].shape)  # the crop's own grid: world positions stay exact
         cands = top_candidates(prob[box], lung[box], box_geom, threshold=cfg.seg_threshold, nms_mm=cfg.nms_mm,
                                max_candidates=cfg.max_candidates, min_size_mm=cfg.min_size_mm,
-                               max_size_mm=cfg.max_size_mm)
+                               max_size_mm=None if cfg.measure else cfg.max_size_mm)
     sec["candidates"] = time.perf_counter() - t
 
     t = time.perf_counter()
     use_cls = cls_model is not None and cfg.combine != "segmenter" and len(cands) > 0
     cls_score = np.full(len(cands), np.nan)
+    rescore = None
     if use_cls:
         c_array, c_geom = array, geom
         ccfg = preprocess_config(cls_cfg or {})
         if ccfg.output_params() != pcfg.output_params():  # trained on other preprocessing: redo it
             c_array, _, c_geom = preprocess_fn(scan, ccfg)
-        xyz = cands[["coordX", "coordY", "coordZ"]].to_numpy(float)
-        centers = c_geom.world_to_nearest_voxel_zyx(xyz).reshape(-1, 3)
-        patches = cut_patches(c_array, c_geom, centers, getattr(cls_model, "kind", "2d"), patch_params(cls_cfg or {}))
-        cls_score = classify(cls_model, patches, batch_size=cfg.batch_size, device=device, amp_dtype=amp)
+
+        def rescore(xyz: np.ndarray) -> np.ndarray:
+            centers = c_geom.world_to_nearest_voxel_zyx(xyz).reshape(-1, 3)
+            patches = cut_patches(c_array, c_geom, centers, getattr(cls_model, "kind", "2d"),
+                                  patch_params(cls_cfg or {}))
+            return classify(cls_model, patches, batch_size=cfg.batch_size, device=device, amp_dtype=amp)
+
+        cls_score = rescore(cands[["coordX", "coordY", "coordZ"]].to_numpy(float))
     sec["classifier"] = time.perf_counter() - t
 
     how = cfg.combine if use_cls else "segmenter"
@@ -171,6 +180,27 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
                           "index_z": idx[:, 0], "index_y": idx[:, 1], "index_x": idx[:, 2],
                           "seg_score": cands["seg_score"].to_numpy(float), "cls_score": cls_score},
                          columns=FINDING_COLUMNS)
-    found = found.sort_values("probability", ascending=False, kind="stable").head(int(cfg.max_findings))
+    big = (cands["diameter_mm"].to_numpy(float) > float(cfg.max_size_mm)) if len(cands) else np.zeros(0, bool)
+    found.loc[big, "probability"] = found.loc[big, "seg_score"]  # beyond what the classifier saw: a mass
+    found = found.sort_values("probability", ascending=False, kind="stable")
+    keep = np.arange(len(found)) < int(cfg.max_findings)
+    if cfg.measure:
+        keep |= big[found.index.to_numpy()]  # large components (masses) are never cut off
+    found = found[keep]
+    masks: list = []
+    if cfg.measure and len(found):
+        from pipeline.detect.findings import measure_findings
+
+        t = time.perf_counter()
+        found, masks = measure_findings(scan, found, prob, lung, geom, cfg.seg_threshold,
+                                        rescore if use_cls else None)
+        if use_cls:
+            found["probability"] = combine(found["seg_score"].to_numpy(float), found["cls_score"].to_numpy(float),
+                                           how)
+        mass = (found["type"] == "mass").to_numpy()
+        found.loc[mass, "probability"] = found.loc[mass, "seg_score"]
+        order = np.argsort(-found["probability"].to_numpy(float), kind="stable")
+        found, masks = found.iloc[order], [masks[i] for i in order]
+        sec["measure"] = time.perf_counter() - t
     return ScanFindings(scan.seriesuid, found.reset_index(drop=True), len(cands), sec, geom, scan.geometry,
-                        prob if keep_maps else None)
+                        prob if keep_maps else None, masks)

@@ -35,8 +35,22 @@ def _on_grid(array, geometry: Geometry, target: Geometry) -> np.ndarray:
                     fill_value=0, extrapolate=False).astype(bool)
 
 
+BIG_MM = 6.0  # inscribed radius above which the convex-hull lung mask also counts as lung (masses on the wall)
 LUNG_AIR_HU = -600.0  # aerated lung (ground glass at -600 HU and above is not air)
-CLOSE_MM = 10.0      # rolling-ball radius: indentations narrower than 2 x this are lung
+CLOSE_MM = 10.0      # smallest rolling-ball radius: indentations narrower than 2 x this are lung; the
+                     # ball grows to 1.5 x the lesion's inscribed radius + 5 mm (masses on the wall)
+
+
+def _hull_core(lung, target: Geometry, dilate_mm: float = 5.0) -> np.ndarray | None:
+    """The preprocessing's lung mask on the ROI, its dilation (``preprocess.lung_dilate_mm``, 5 mm)
+    undone: per-slice convex hulls of the lungs, so a lesion on the wall is inside. It may also hold
+    parts of the mediastinum, so it only sizes the lesion (the rolling ball of :func:`_allowed`)."""
+    from scipy import ndimage as ndi
+
+    m = _on_grid(lung[0], lung[1], target)
+    if not m.any():
+        return None
+    return ndi.distance_transform_edt(m, sampling=target.spacing_zyx_mm) > dilate_mm - 0.5
 
 
 def _allowed(lung, target: Geometry, hu: np.ndarray, close_mm: float) -> np.ndarray | None:
@@ -98,19 +112,23 @@ def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
     """
     g = scan.geometry
     seed = np.asarray(seed_xyz_mm, float).reshape(3)
+    if not g.contains_world(seed):
+        return Measurement({"measured": False}, None, ["the point lies outside the scan's volume"])
     les = None
     for radius in ROI_RADII_MM:
         box, rg = roi(g, seed, radius)
         hu = scan.array_zyx[box]
         start = tuple(s.start for s in box)
         pr = _on_grid(prior[0], prior[1], rg) if prior is not None else None
-        close = CLOSE_MM
-        for _ in range(2):  # a lesion wider than the ball: roll a larger one
-            les = segment_lesion(hu, rg, rg.world_to_voxel_zyx(seed).reshape(3), allowed=_allowed(lung, rg, hu, close),
-                                 prior=pr, start_zyx=start)
-            if les.empty or les.inscribed_mm <= 0.6 * close:
-                break
-            close = 1.5 * les.inscribed_mm + 5.0
+        vox = rg.world_to_voxel_zyx(seed).reshape(3)
+        allowed = None
+        if lung is not None:  # the lesion's size inside the (convex-hull) lung mask sets the ball's size
+            hull = _hull_core(lung, rg)
+            rough = segment_lesion(hu, rg, vox, allowed=hull, prior=pr, start_zyx=start)
+            allowed = _allowed(lung, rg, hu, max(CLOSE_MM, 1.5 * rough.inscribed_mm + 5.0))
+            if hull is not None and allowed is not None and rough.inscribed_mm > BIG_MM:
+                allowed |= hull  # a large lesion flattened on the wall: the hull holds it, the ball cannot
+        les = segment_lesion(hu, rg, vox, allowed=allowed, prior=pr, start_zyx=start)
         if not les.touches_edge:
             break
     notes = []

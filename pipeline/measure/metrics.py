@@ -14,8 +14,8 @@ Conventions (documented rules, research aids, not clinical measurements):
   ground glass, about half way between ground glass at -450 HU and tissue at 40 HU); measured like
   the lesion (its largest connected part: long/short axis, mean diameter) plus its volume.
 * *Type*: ``calcified`` when the 90th HU percentile is >= ``CALCIFIED_HU`` (200 HU); ``mass`` when
-  the long axis is > ``MASS_MM`` (30 mm); else by the solid part's size relative to the lesion:
-  ``solid`` when the solid component's volume is >= ``SOLID_FRACTION`` (40 %) of the lesion's (the
+  the mean diameter (the Lung-RADS size) is > ``MASS_MM`` (30 mm); else by the solid part's size
+  relative to the lesion: ``solid`` when the solid component's volume is >= ``SOLID_FRACTION`` (40 %) of the lesion's (the
   partial-volume rim of a small solid nodule falls below -200 HU), ``part-solid`` when there is a
   solid component of at least ``MIN_SOLID_MM3`` (a 2 mm sphere), ``ground-glass`` otherwise.
 """
@@ -122,11 +122,11 @@ def largest_part(mask_zyx: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def nodule_type(volume_mm3: float, solid_mm3: float, long_mm: float, hu_p90: float) -> str:
+def nodule_type(volume_mm3: float, solid_mm3: float, mean_diameter_mm: float, hu_p90: float) -> str:
     """One of :data:`TYPES` by the module's documented rules."""
     if hu_p90 >= CALCIFIED_HU:
         return "calcified"
-    if long_mm > MASS_MM:
+    if mean_diameter_mm > MASS_MM:
         return "mass"
     if volume_mm3 > 0 and solid_mm3 >= SOLID_FRACTION * volume_mm3:
         return "solid"
@@ -160,5 +160,5 @@ def measure_mask(mask_zyx: np.ndarray, hu_zyx: np.ndarray, spacing_zyx_mm) -> di
         "median_hu": round(float(np.median(vals)), 1) if n else float("nan"),
         "solid_volume_mm3": round(solid_mm3, 1),
         "solid_mean_diameter_mm": sax.mean_mm,
-        "type": nodule_type(vol, solid_mm3, ax.long_mm, p90) if n else "",
+        "type": nodule_type(vol, solid_mm3, ax.mean_mm, p90) if n else "",
     }

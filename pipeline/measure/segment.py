@@ -42,6 +42,7 @@ from pipeline.io.geometry import Geometry
 DISCOVERY_HU = -700.0
 THRESHOLD_CLIP_HU = (-750.0, -300.0)
 SEED_SEARCH_MM = 6.0
+OPEN_FRACTION, OPEN_MIN_MM, OPEN_MAX_MM = 0.5, 0.6, 2.0  # opening radius: a share of the inscribed radius
 LUNG_BACKGROUND_HU = -850.0  # when the ROI holds too few lung voxels to measure it
 _SIX = ndi.generate_binary_structure(3, 1)
 
@@ -185,12 +186,15 @@ def segment_lesion(hu_zyx: np.ndarray, geometry: Geometry, seed_zyx, *, allowed:
     level = float(np.median(hu[ball if ball.any() else comp0]))  # the lesion's own interior
     t = float(np.clip((bg + level) / 2.0, *THRESHOLD_CLIP_HU))
     lab, n = ndi.label((hu >= t) & ok, structure=_SIX)
-    pick = _pick(lab, n, seed, comp0 if prior is None else (prior & comp0 if (prior & comp0).any() else prior), sp)
+    # the component at the seed; with a prior, the one overlapping the prior (within the first) most
+    pick = _pick(lab, n, seed, None if prior is None else (prior & comp0 if (prior & comp0).any() else prior), sp)
+    if pick == 0:
+        pick = _pick(lab, n, seed, comp0, sp)
     comp = lab == pick if pick else comp0 & (hu >= t)
     dist = _edt(comp, sp)
     c0 = _core_point(comp, dist, seed, prior, sp)
     r_in = float(dist[c0]) if c0 is not None else 0.0
-    r_open = float(np.clip(0.5 * r_in, 0.6, 3.0))
+    r_open = float(np.clip(OPEN_FRACTION * r_in, OPEN_MIN_MM, OPEN_MAX_MM))
     if c0 is not None and r_in > r_open:
         core = dist > r_open
         cl, _ = ndi.label(core, structure=np.ones((3, 3, 3), bool))
