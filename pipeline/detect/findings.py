@@ -86,7 +86,7 @@ def measure_findings(scan, found: pd.DataFrame, prob_zyx: np.ndarray, lung_zyx: 
     idx = scan.geometry.world_to_nearest_voxel_zyx(new_xyz).reshape(-1, 3)
     found[["index_z", "index_y", "index_x"]] = idx
     for col in MEASURE_COLUMNS:
-        found[col] = meas[col] if col in meas else np.nan
+        found[col] = meas.get(col, np.nan)
     if ok.any():
         found.loc[ok, "diameter_mm"] = meas.loc[ok, "mean_diameter_mm"].astype(float)
     if rescore is not None and ok.any():

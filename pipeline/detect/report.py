@@ -90,7 +90,7 @@ def render_finding(array_zyx: np.ndarray, geometry: Geometry, index_zyx, diamete
             ax.contour(m, levels=[0.5], colors="#ffcc00", linewidths=1.0, extent=ext, origin="upper")
         else:
             ax.add_patch(Circle((0, 0), max(diameter_mm / 2.0, 1.0) + 2.0, fill=False, color="#ffcc00", lw=1.2))
-        x0, x1 = min(ext[0], ext[1]), max(ext[0], ext[1])
+        x0 = min(ext[0], ext[1])
         y0, y1 = min(ext[2], ext[3]), max(ext[2], ext[3])
         bar_y = y1 - 0.08 * (y1 - y0) if not up else y0 + 0.08 * (y1 - y0)
         ax.plot([x0 + 3, x0 + 13], [bar_y, bar_y], color="white", lw=2)

@@ -64,7 +64,7 @@ def _diameter(points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
             from scipy.spatial import ConvexHull
 
             pts = pts[ConvexHull(pts).vertices]
-        except Exception:  # noqa: BLE001 - degenerate (collinear / flat) point sets: use them all
+        except Exception:  # noqa: BLE001, S110 - degenerate (collinear / flat) point sets: use them all
             pass
     d = np.linalg.norm(pts[:, None, :] - pts[None, :, :], axis=-1)
     i, j = np.unravel_index(int(np.argmax(d)), d.shape)
@@ -73,7 +73,7 @@ def _diameter(points: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
 
 def axial_axes(mask_zyx: np.ndarray, spacing_zyx_mm) -> Axes:
     """Long and short axis on the image where the long axis is largest (see the module docstring)."""
-    sz, sy, sx = (float(v) for v in spacing_zyx_mm)
+    _, sy, sx = (float(v) for v in spacing_zyx_mm)
     best = Axes(0.0, 0.0, 0)
     best_ends = None
     for z in np.flatnonzero(mask_zyx.reshape(mask_zyx.shape[0], -1).any(axis=1)):

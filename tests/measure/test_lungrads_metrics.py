@@ -52,7 +52,7 @@ def test_axes_of_an_ellipse_and_a_sphere():
 def test_solid_component_and_types():
     sp = (0.5, 0.5, 0.5)
     z, y, x = np.ogrid[0:61, 0:61, 0:61]
-    r = np.sqrt(((z - 30) ** 2 + (y - 30) ** 2 + (x - 30) ** 2)) * 0.5
+    r = np.sqrt((z - 30) ** 2 + (y - 30) ** 2 + (x - 30) ** 2) * 0.5
     mask = r <= 7.0
     hu = np.where(r <= 3.0, 30, np.where(mask, -450, -850)).astype(np.int16)
     m = measure_mask(mask, hu, sp)

@@ -47,7 +47,7 @@ def test_nodules_against_the_generators_truth(scans):
                          got["type"] == KIND[r.kind], np.linalg.norm(np.array(
                              [got["coordX"], got["coordY"], got["coordZ"]]) - c)))
     vol, diam, typ, off = (np.array(v, float) for v in zip(*rows))
-    assert len(rows) >= 10 and {KIND[k] for k in sum((list(s[0].nodules.kind) for s in scans), [])} >= {
+    assert len(rows) >= 10 and {KIND[k] for s in scans for k in s[0].nodules.kind} >= {
         "solid", "part-solid", "ground-glass"}
     assert np.median(vol) <= 0.15, vol
     assert np.median(diam) <= 0.10, diam
@@ -56,7 +56,7 @@ def test_nodules_against_the_generators_truth(scans):
 
 
 def test_a_mass_on_the_chest_wall_is_measured_and_typed(scans):
-    sc, scan, pre = scans[1]
+    sc, _, pre = scans[1]
     g = sc.geometry
     lung = np.isin(sc.labels_zyx, LUNG_LABELS)
     # a point deep in a lung, then towards its lateral wall: the mass reaches the wall
