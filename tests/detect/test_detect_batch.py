@@ -77,7 +77,14 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
     assert "no scans found" in reasons["empty"]
     f = pd.read_csv(out / "findings.csv", dtype={"seriesuid": str})
     assert list(f.columns[:5]) == ["seriesuid", "coordX", "coordY", "coordZ", "probability"]
-    assert list(f.columns[5:]) == ["diameter_mm", "index_z", "index_y", "index_x", "seg_score", "cls_score", "scan"]
+    assert list(f.columns[5:]) == ["diameter_mm", "index_z", "index_y", "index_x", "seg_score", "cls_score",
+                                   "type", "lungrads", "volume_mm3", "long_axis_mm", "short_axis_mm",
+                                   "mean_diameter_mm", "max_diameter_3d_mm", "equivalent_diameter_mm",
+                                   "solid_volume_mm3", "solid_mean_diameter_mm", "mean_hu", "median_hu",
+                                   "image_number", "side", "scan"]
+    measured = f.dropna(subset=["type"])
+    assert len(measured) and measured["type"].isin(["solid", "part-solid", "ground-glass", "calcified", "mass"]).all()
+    assert (measured["diameter_mm"] == measured["mean_diameter_mm"]).all() and measured["side"].isin(["L", "R"]).all()
     assert set(f["seriesuid"]) == {"1.2.3.100", "case_flipped", DICOM_UID}
     assert f.groupby("scan").size().max() <= 3
     run = json.loads((out / "run.json").read_text())

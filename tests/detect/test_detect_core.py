@@ -101,7 +101,7 @@ def test_detect_scan_finds_planted_nodules_and_maps_to_original_voxels(direction
     res = detect_scan(scan, BlobSegmenter(), ctx, ContrastClassifier(), ctx, cfg, "cpu", keep_maps=True)
     f = res.findings
     assert 1 <= len(f) <= 10 and f["probability"].is_monotonic_decreasing
-    assert set(res.seconds) == {"preprocess", "segmenter", "candidates", "classifier"}
+    assert set(res.seconds) == {"preprocess", "segmenter", "candidates", "classifier", "measure"}
     assert res.prob_zyx.shape == tuple(res.geometry.shape_zyx)
     xyz = f[["coordX", "coordY", "coordZ"]].to_numpy()
     for c, d in nods:
@@ -109,7 +109,9 @@ def test_detect_scan_finds_planted_nodules_and_maps_to_original_voxels(direction
         hit = np.flatnonzero(dist <= d / 2)
         assert hit.size, f"nodule at {c} not found: {f}"
         row = f.iloc[hit[0]]
-        assert row["diameter_mm"] == pytest.approx(d, rel=0.45)
+        assert row["diameter_mm"] == pytest.approx(d, rel=0.15)  # the measured mean diameter
+        assert row["type"] == "solid" and row["lungrads"] == ("4A" if d >= 8 else "3")
+        assert np.linalg.norm(xyz[hit[0]] - np.asarray(c)) < 1.0  # the mask's centre
         # index columns = nearest voxel of the ORIGINAL grid
         np.testing.assert_array_equal(row[["index_z", "index_y", "index_x"]].to_numpy(int),
                                       geom.world_to_nearest_voxel_zyx(xyz[hit[0]]))

@@ -69,8 +69,9 @@ def _runlog(cwd: Path) -> dict:
     return json.loads((cwd / "logs" / "detect.json").read_text())
 
 
-def _findings(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "findings.csv", dtype={"seriesuid": str})
+def _findings(out: Path) -> pd.DataFrame:  # coordinates as floats even when a subset prints as whole numbers
+    return pd.read_csv(out / "findings.csv", dtype={"seriesuid": str, "coordX": float, "coordY": float,
+                                                     "coordZ": float})
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:
