@@ -187,3 +187,18 @@ def test_preprocessed_mask_edited_by_hand(tmp_path):
     assert not is_done(tmp_path, UID, "h")
     _refused(paths_for(tmp_path, UID)["lung"], r"content changed since preprocess wrote it",
              lambda _: load_preprocessed(tmp_path, UID))
+
+
+def test_luna16_root_with_a_name_that_is_not_utf8(tmp_path, ct, caplog):
+    import os
+
+    from pipeline.io.luna16 import index_root
+
+    arr, g = ct
+    write_scan(arr, g, tmp_path / "subset0" / f"{UID}.mhd")
+    write_scan(arr, g, tmp_path / "subset0" / "x.mhd")
+    os.rename(tmp_path / "subset0" / "x.mhd", os.fsencode(tmp_path / "subset0") + b"/caf\xe9.mhd")
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        idx = index_root(tmp_path)
+    assert list(idx["seriesuid"]) == [UID]  # preprocess never hands SimpleITK the odd name (it aborted)
+    assert any("caf\\xe9.mhd: file name is not valid UTF-8" in r.getMessage() for r in caplog.records)
