@@ -99,6 +99,25 @@ def image_number(scan, z_index: int) -> int:
     return int(z_index) + 1
 
 
+MIN_LUNG_SHARE = 0.5  # a region mostly outside the (ball-closed) aerated lung is not a lung lesion
+PRIOR_MARGIN_MM = 5.0
+LEAK_VOLUME_FACTOR = 8.0  # a mask this many times the segmenter's component (and 4 cm3 more) has leaked
+
+
+def _within_prior(les: LesionMask, prior: np.ndarray) -> tuple[LesionMask, bool]:
+    """A mask that grew far beyond the segmenter's own component (into a rib, the spine or the
+    mediastinum through the convex-hull lung) is cut back to within ``PRIOR_MARGIN_MM`` of it."""
+    from scipy import ndimage as ndi
+
+    vox = float(np.prod(les.geometry.spacing_zyx_mm))
+    got, seen = float(les.mask_zyx.sum()) * vox, float(prior.sum()) * vox
+    if got <= max(LEAK_VOLUME_FACTOR * seen, seen + 4000.0):
+        return les, False
+    near = ndi.distance_transform_edt(~prior, sampling=les.geometry.spacing_zyx_mm) <= PRIOR_MARGIN_MM
+    les.mask_zyx = les.mask_zyx & near
+    return les, True
+
+
 def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
                    midline_mm: float | None = None) -> Measurement:
     """Segment and measure the lesion at ``seed_xyz_mm`` (world LPS mm) of ``scan``.
@@ -126,12 +145,23 @@ def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
             hull = _hull_core(lung, rg)
             rough = segment_lesion(hu, rg, vox, allowed=hull, prior=pr, start_zyx=start)
             allowed = _allowed(lung, rg, hu, max(CLOSE_MM, 1.5 * rough.inscribed_mm + 5.0))
+            aerated = allowed
             if hull is not None and allowed is not None and rough.inscribed_mm > BIG_MM:
-                allowed |= hull  # a large lesion flattened on the wall: the hull holds it, the ball cannot
+                allowed = allowed | hull  # a large lesion flattened on the wall: the hull holds it, the ball cannot
         les = segment_lesion(hu, rg, vox, allowed=allowed, prior=pr, start_zyx=start)
+        if lung is not None and aerated is not None and not les.empty:
+            inside = float(aerated[les.mask_zyx].mean())
+            if inside < MIN_LUNG_SHARE:
+                return Measurement({"measured": False}, None, [
+                    f"not a lung lesion: {1 - inside:.0%} of the region lies outside the aerated lung "
+                    "(mediastinum, heart or chest wall)"])
         if not les.touches_edge:
             break
     notes = []
+    if pr is not None and pr.any() and les is not None and not les.empty:
+        les, leaked = _within_prior(les, pr)
+        if leaked:
+            notes.append(f"the region grew far beyond the segmenter's finding; kept within {PRIOR_MARGIN_MM:g} mm of it")
     if les is None or les.empty:
         return Measurement({"measured": False}, None, ["no lesion found at this point"])
     if les.touches_edge:
