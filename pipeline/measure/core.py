@@ -140,7 +140,7 @@ def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
         start = tuple(s.start for s in box)
         pr = _on_grid(prior[0], prior[1], rg) if prior is not None else None
         vox = rg.world_to_voxel_zyx(seed).reshape(3)
-        allowed = None
+        allowed = aerated = None
         if lung is not None:  # the lesion's size inside the (convex-hull) lung mask sets the ball's size
             hull = _hull_core(lung, rg)
             rough = segment_lesion(hu, rg, vox, allowed=hull, prior=pr, start_zyx=start)
@@ -152,9 +152,9 @@ def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
         if lung is not None and aerated is not None and not les.empty:
             inside = float(aerated[les.mask_zyx].mean())
             if inside < MIN_LUNG_SHARE:
-                return Measurement({"measured": False}, None, [
-                    f"not a lung lesion: {1 - inside:.0%} of the region lies outside the aerated lung "
-                    "(mediastinum, heart or chest wall)"])
+                why = (f"not a lung lesion: {1 - inside:.0%} of the region lies outside the aerated lung "
+                       "(mediastinum, heart or chest wall)")
+                return Measurement({"measured": False}, None, [why])
         if not les.touches_edge:
             break
     notes = []

@@ -121,7 +121,7 @@ def test_csvs_with_bom_repeats_and_impossible_coordinates(tmp_path, caplog):
     a.write_bytes(b"\xef\xbb\xbf" + rows.encode())
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         ann = read_annotations(a)
-    assert len(ann) == 2 and list(ann.columns)[0] == "seriesuid"
+    assert len(ann) == 2 and ann.columns[0] == "seriesuid"
     assert any(re.search(r"1 row\(s\) repeat an earlier row exactly \(first: row 4 repeats row 2\)", r.getMessage())
                for r in caplog.records)
     c = tmp_path / "candidates.csv"
