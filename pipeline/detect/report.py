@@ -120,7 +120,7 @@ def _caption(k: int, row) -> str:
     if isinstance(row.get("type"), str) and row.get("type"):
         return (f"{head}  {row['type']}, mean {row['mean_diameter_mm']:.1f} mm "
                 f"({row['long_axis_mm']:.1f} x {row['short_axis_mm']:.1f}), {row['volume_mm3']:.0f} mm3, "
-                f"Lung-RADS* {row['lungrads']}\nimage {row['image_number']}, {row['side']}, "
+                f"Lung-RADS* {row['lungrads']}\nimage {int(row['image_number'])}, {row['side']}, "
                 f"x,y,z=({row['coordX']:.1f}, {row['coordY']:.1f}, {row['coordZ']:.1f}) mm   "
                 "*research aid, not a clinical category")
     return (f"{head}  d={row['diameter_mm']:.1f} mm  "
@@ -149,7 +149,8 @@ def _fmt(v, nd=3) -> str:
 
 
 def _digits(col: str) -> int:
-    return 3 if col in ("probability", "seg_score", "cls_score") else 0 if col.startswith("volume") else \
+    return 3 if col in ("probability", "seg_score", "cls_score") else \
+        0 if col.startswith("volume") or col == "image_number" else \
         2 if col.startswith("coord") else 1
 
 
