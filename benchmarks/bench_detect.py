@@ -151,8 +151,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from pipeline.detect.batch import load_models
     from pipeline.detect.config import DetectConfig
+    from pipeline.detect.job import load_models
     from pipeline.detect.scan import amp_dtype_for, detect_scan, preprocess_config, segment
     from pipeline.detect.score import classify, cut_patches, patch_params
     from pipeline.io.scans import read_scan

@@ -1,7 +1,7 @@
 """Batch detection over many scans: discovery, per-scan isolation, resume, serial or Dask runs.
 
-Each scan is processed on its own by :func:`process_one` (identity -> read -> detect -> maps ->
-crops -> ``scans/<id>.json``); an unreadable scan becomes a row of ``errors.csv`` and the batch goes
+Each scan is processed on its own by :func:`pipeline.detect.job.process_one` (identity -> read ->
+detect -> maps -> crops -> ``scans/<id>.json``); an unreadable scan becomes a row of ``errors.csv`` and the batch goes
 on. A per-scan result is reused on a rerun only when it holds the same content identity (a hash of
 the scan's bytes, :mod:`pipeline.detect.identity`, never its file name) and the same ``run_key``
 (models + detection params). ``findings.csv``, ``errors.csv``, ``report.html`` and ``run.json`` are
@@ -13,7 +13,6 @@ log and the ``run_log`` JSON file (the CLI: ``logs/<detect|infer>.json``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -23,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.detect.config import DetectConfig
-from pipeline.detect.discover import Job
 from pipeline.detect.identity import run_key
-from pipeline.errors import ConfigError, DataError
+from pipeline.detect.job import load_models
+from pipeline.errors import DataError
 from pipeline.runlog import write_run_log
 
 log = logging.getLogger(__name__)
@@ -79,115 +78,6 @@ def resolve_model_dirs(model: str | os.PathLike, segmenter: str | os.PathLike | 
     if not (seg / "config.json").is_file():
         raise DataError(seg, "segmenter model folder not found (pass --segmenter DIR)")
     return m, seg
-
-
-@functools.lru_cache(maxsize=4)
-def load_models(cls_dir: str | None, seg_dir: str, device: str):
-    """(seg_model, seg_cfg, cls_model, cls_cfg, torch device), cached per process (one load per Dask worker)."""
-    from pipeline.runtime import configure_device, load_model, resolve_device
-
-    dev = resolve_device(device)
-    configure_device(dev)
-    seg, seg_cfg = load_model(seg_dir, dev)
-    if seg_cfg.get("task") != "segmenter":
-        raise ConfigError(f"{seg_dir}: is not a segmenter model (task {seg_cfg.get('task')!r})")
-    cls, cls_cfg = (load_model(cls_dir, dev) if cls_dir else (None, None))
-    return seg, seg_cfg, cls, cls_cfg, dev
-
-
-def _prepared(pre):
-    """``preprocess_fn`` for :func:`detect_scan` that returns the prefetched ``(pcfg, result)`` for
-    ``pcfg`` and preprocesses anew for any other config (None: the default preprocessing)."""
-    if pre is None:
-        return None
-    from pipeline.preprocess import preprocess_scan
-
-    pcfg, result = pre
-
-    def fn(scan, cfg):
-        return result if cfg == pcfg else preprocess_scan(scan, cfg)
-    return fn
-
-
-def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: DetectConfig,
-                save_maps: bool = False, report_top: int = 5, key: str = "", index: dict | None = None,
-                prefetched=None) -> dict:
-    """Detect on one scan and write its per-scan files, or reuse them when ``scans/<id>.json`` holds
-    this content's result under run key ``key`` (at ``job.id``, or at the id ``index`` maps this
-    content to: :func:`outputs.identity_index`). Returns ``{id, scan, status, reason, seconds,
-    device}``: status ``ok`` / ``reused`` / ``failed``; ``id`` may differ from ``job.id`` when that
-    slot holds the result of a different scan of the same name (see :func:`outputs.claim_id`).
-    ``prefetched``: a future of :func:`pipeline.detect.prefetch.prepare` (identity, scan and its
-    preprocessing done by a pool worker; its errors fail this scan as they would in process)."""
-    import torch
-
-    from pipeline.detect import outputs
-    from pipeline.detect.identity import array_identity, file_identity
-    from pipeline.detect.report import render_scan
-    from pipeline.detect.scan import detect_scan
-    from pipeline.io.scans import read_scan
-
-    out = Path(out_dir)
-    sid = job.id
-    seconds: dict[str, float] = {}
-
-    def reused(ident: str) -> dict | None:
-        nonlocal sid
-        prev = (index or {}).get(ident)
-        if prev is not None and outputs.reusable(out, prev, ident, key, save_maps):
-            sid = prev
-        else:
-            sid = outputs.claim_id(out, job.id, ident)
-        if outputs.reusable(out, sid, ident, key, save_maps):
-            return {"id": sid, "scan": job.rel, "status": "reused", "reason": "",
-                    "seconds": {k: round(float(v), 4) for k, v in seconds.items()}}
-        return None
-
-    try:
-        scan = pre = None
-        if prefetched is not None:
-            ident, scan, pre, got = prefetched.result()
-            seconds.update(got)
-        else:
-            t = time.perf_counter()
-            ident = file_identity(job.path, job.series_uid)
-            seconds["identity"] = time.perf_counter() - t
-        if ident is not None and (hit := reused(ident)):
-            return hit
-        seg, seg_cfg, cls, cls_cfg, dev = load_models(cls_dir, seg_dir, cfg.device)
-        if scan is None:
-            t = time.perf_counter()
-            scan = read_scan(job.path, series_uid=job.series_uid)
-            seconds["io"] = time.perf_counter() - t
-        if ident is None:
-            t = time.perf_counter()
-            ident = array_identity(scan)
-            seconds["identity"] += time.perf_counter() - t
-            if hit := reused(ident):
-                return hit
-        with torch.inference_mode():
-            res = detect_scan(scan, seg, seg_cfg, cls, cls_cfg, cfg, dev, keep_maps=save_maps,
-                              preprocess_fn=_prepared(pre))
-        seconds.update(res.seconds)
-        if pre is not None:
-            seconds["preprocess"] = got["preprocess"]  # done by the pool worker
-        t = time.perf_counter()
-        if save_maps:
-            outputs.write_maps(out / "maps", sid, res)
-        crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", sid,
-                            top=max(report_top, len(res.findings)), masks=res.masks)
-        seconds["outputs"] = time.perf_counter() - t
-        outputs.write_scan_result(out, sid, job.rel, res, {"crops": crops, "identity": ident, "run_key": key})
-        return {"id": sid, "scan": job.rel, "status": "ok", "reason": "",
-                "seconds": {k: round(float(v), 4) for k, v in seconds.items()}, "device": str(dev)}
-    except DataError as exc:
-        reason = str(exc)
-    except Exception as exc:
-        log.debug("scan %s failed", job.rel, exc_info=True)
-        reason = f"{job.rel}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-    outputs.write_scan_error(out, sid, job.rel, reason)
-    log.warning("scan failed: %s", reason)
-    return {"id": sid, "scan": job.rel, "status": "failed", "reason": reason, "seconds": {}}
 
 
 def run(paths, model: str | os.PathLike, out_dir: str | os.PathLike, cfg: DetectConfig | None = None, *,

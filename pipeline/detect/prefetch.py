@@ -3,8 +3,8 @@ process pool that reads and preprocesses the next scans, or as Dask tasks.
 
 Overlapped (``prefetch >= 1``, no scheduler, at least :data:`MIN_OVERLAP_SCANS` scans): ``prefetch`` pool workers
 (:func:`pipeline.preprocess.pool.worker_pool`: they die with this process) each take the next scan
-(content identity, read, the segmenter's preprocessing: :func:`prepare`) while this process runs the
-models on the current one (:func:`pipeline.detect.batch.process_one` with the prepared scan). At
+(content identity, read, the segmenter's preprocessing: :func:`pipeline.detect.job.prepare`) while this process runs the
+models on the current one (:func:`pipeline.detect.job.process_one` with the prepared scan). At
 most ``prefetch + 1`` scans are prepared ahead (memory: about 0.4 GB per full-size scan). A scan the
 worker cannot read or preprocess fails with the same one-line reason as in process; a worker that
 dies (e.g. killed) fails its scan, and the pool is restarted for the rest. A scan whose result can
@@ -17,47 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from pathlib import Path
 
 from pipeline.detect.discover import Job
 from pipeline.progress import ProgressLog
 
 log = logging.getLogger(__name__)
 MIN_OVERLAP_SCANS = 3  # fewer: the pool's start (a few s) costs more than the one preprocessing it hides
-
-
-def prepare(job: Job, pcfg, out_dir: str, key: str, index: dict, save_maps: bool):
-    """Pool worker: ``(identity, scan, (pcfg, PreprocessedScan), seconds)`` of ``job``;
-    ``(identity, None, None, seconds)`` when ``scans/`` already holds a reusable result for this
-    content (then nothing is read). Raises DataError (one-line reason) for an unreadable scan."""
-    from pipeline.detect import outputs
-    from pipeline.detect.identity import array_identity, file_identity
-    from pipeline.io.scans import read_scan
-    from pipeline.preprocess import preprocess_scan
-
-    sec: dict[str, float] = {}
-    out = Path(out_dir)
-    t = time.perf_counter()
-    ident = file_identity(job.path, job.series_uid)
-    sec["identity"] = time.perf_counter() - t
-
-    def reusable(i):
-        return any(outputs.reusable(out, sid, i, key, save_maps) for sid in {index.get(i) or job.id, job.id})
-    if ident is not None and reusable(ident):
-        return ident, None, None, sec
-    t = time.perf_counter()
-    scan = read_scan(job.path, series_uid=job.series_uid)
-    sec["io"] = time.perf_counter() - t
-    if ident is None:
-        t = time.perf_counter()
-        ident = array_identity(scan)
-        sec["identity"] += time.perf_counter() - t
-        if reusable(ident):
-            return ident, None, None, sec
-    t = time.perf_counter()
-    pre = preprocess_scan(scan, pcfg)
-    sec["preprocess"] = time.perf_counter() - t
-    return ident, scan, (pcfg, pre), sec
 
 
 class _Progress:
@@ -87,9 +52,9 @@ class _Progress:
 
 def run_jobs(jobs: list[Job], args: tuple, *, scheduler=None, prefetch: int = 1, stage: str = "detect",
              progress: bool = True) -> tuple[list[dict], float]:
-    """Run :func:`pipeline.detect.batch.process_one` ``(job, *args)`` for every job; returns the
+    """Run :func:`pipeline.detect.job.process_one` ``(job, *args)`` for every job; returns the
     per-scan records (in completion order) and the scans per minute of the whole batch."""
-    from pipeline.detect.batch import process_one
+    from pipeline.detect.job import process_one
 
     prog = _Progress(len(jobs), stage, progress)
     done: list[dict] = []
@@ -116,7 +81,7 @@ def _client(scheduler):
 def _run_dask(jobs, args, scheduler, done, prog) -> None:
     from dask.distributed import as_completed
 
-    from pipeline.detect.batch import process_one
+    from pipeline.detect.job import process_one
 
     client, own = _client(scheduler)
     try:
@@ -134,7 +99,7 @@ def _run_overlapped(jobs, args, workers: int, done, prog) -> None:
     import contextlib
     from concurrent.futures.process import BrokenProcessPool
 
-    from pipeline.detect.batch import load_models, process_one
+    from pipeline.detect.job import load_models, prepare, process_one
     from pipeline.detect.scan import preprocess_config
     from pipeline.preprocess.pool import worker_pool
 
@@ -149,7 +114,7 @@ def _run_overlapped(jobs, args, workers: int, done, prog) -> None:
             while todo or ahead:
                 while todo and len(ahead) < workers + 1 and not broken:
                     j = todo.popleft()
-                    ahead.append((j, pool.submit(prepare, j, pcfg, out_dir, key, index or {}, save_maps)))
+                    ahead.append((j, pool.submit(prepare, j, out_dir, key, index or {}, save_maps, pcfg)))
                 if not ahead:
                     break
                 j, fut = ahead.popleft()

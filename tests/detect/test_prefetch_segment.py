@@ -89,8 +89,8 @@ def test_roi_mode_rule_and_config():
 
 def test_roi_modes_same_findings_on_phantom(model_root):
     """Whole volume vs lung box: the same nodule found (windows placed differently)."""
-    from pipeline.detect.batch import load_models
     from pipeline.detect.config import DetectConfig
+    from pipeline.detect.job import load_models
     from pipeline.detect.scan import detect_scan
     from pipeline.io.scans import Scan
 
