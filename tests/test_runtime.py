@@ -246,7 +246,7 @@ def test_detect_does_not_import_training_internals():
         assert not bad, f"{f.relative_to(ROOT)} imports {sorted(bad)}; use pipeline.runtime"
 
 
-@pytest.mark.parametrize("rel", ["pipeline/detect/batch.py", "pipeline/detect/scan.py", "pipeline/train/predict.py",
+@pytest.mark.parametrize("rel", ["pipeline/detect/job.py", "pipeline/detect/scan.py", "pipeline/train/predict.py",
                                  "pipeline/train/loop.py", "pipeline/train/stage.py", "pipeline/train/segment.py"])
 def test_detect_predict_and_training_share_the_runtime_module(rel):
     assert "pipeline.runtime" in _imported_modules(ROOT / rel)
