@@ -192,6 +192,7 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         cfg: EvaluateConfig = EvaluateConfig(), *, progress: bool = True) -> EvaluateResult:
     """Evaluate every track against ``luna_dir/annotations.csv`` (+ ``annotations_excluded.csv``)."""
     from pipeline.evaluate.froc import froc
+    from pipeline.evaluate.masses import mass_recall, read_findings
     from pipeline.io.luna16 import read_annotations
 
     if not tracks:
@@ -226,6 +227,11 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         if data["seg"] is not None:
             extra["segmentation"] = data["seg"]
             entry["segmentation"] = data["seg"]
+        found = read_findings(data["dirs"])
+        masses = mass_recall(exc, found, data["seriesuids"]) if found is not None else None
+        if masses is not None:  # lesions over 30 mm: not scored by the FROC, reported as masses?
+            extra["masses"] = masses
+            entry["masses_found"] = masses["fraction_found"]
         write_froc_outputs(res, out / name, title=f"{name} FROC", extra=extra)
         flat[name] = entry
         results[name] = res

@@ -46,6 +46,10 @@ class PatchesConfig:
         seed: RNG seed of the sampling and the shifts.
         candidates_csv: candidate list in the LUNA16 root (``candidates.csv``; real LUNA16 also
             ships ``candidates_V2.csv``, the one the challenge's FPR track uses).
+        mass_min_mm: excluded findings (``annotations_excluded.csv``) with a diameter of at least
+            this many mm are masses: the segmenter learns them as lesions (targets, not an ignore
+            region), while the LUNA16 FROC still ignores marks on them. None: every excluded finding
+            stays an ignore region. (Real LUNA16 lists 8 excluded findings of 30 mm or more.)
     """
 
     cube_mm: float = 48.0
@@ -59,8 +63,11 @@ class PatchesConfig:
     workers: int = 2
     seed: int = 0
     candidates_csv: str = "candidates.csv"
+    mass_min_mm: float | None = 30.0
 
     def __post_init__(self) -> None:
+        if self.mass_min_mm is not None and not 3 < float(self.mass_min_mm) <= 200:
+            raise ConfigError(f"patches.mass_min_mm must be within 3..200 mm or null, got {self.mass_min_mm!r}")
         if "/" in self.candidates_csv or "\\" in self.candidates_csv:
             raise ConfigError(f"patches.candidates_csv must be a file name in the LUNA16 root, got {self.candidates_csv!r}")
         if self.planes not in PLANE_MODES:

@@ -202,7 +202,8 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
     index = index[INDEX_COLUMNS]
     geoms = {u: Geometry.from_dict(read_json(pre / f"{u}.json")["geometry"]) for u in sorted(groups)}
     excl_path = luna / "annotations_excluded.csv"
-    nodules = nodule_table(anns, read_annotations(excl_path) if excl_path.is_file() else None, geoms)
+    nodules = nodule_table(anns, read_annotations(excl_path) if excl_path.is_file() else None, geoms,
+                           cfg.mass_min_mm)
     write_csv(out / "nodules.csv", nodules)
     write_csv(out / "index.csv", index)
     seconds = time.perf_counter() - t0
@@ -213,6 +214,7 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
         "n_scans": len(groups), "skipped_scans": missing, "counts": counts,
         "n_candidates": int((index["shifted"] == 0).sum()), "candidates_csv_rows": int(len(cands)),
         "n_nodules": int((nodules["kind"] == "nodule").sum()), "n_excluded": int((nodules["kind"] == "excluded").sum()),
+        "n_masses": int((nodules["kind"] == "mass").sum()),
         "n_shifted": int(index["shifted"].sum()), "cube_shape_zyx": list(cube_shape),
         "plane_shape": [3, int(cfg.plane_px), int(cfg.plane_px)], "spacing_xyz_mm": list(sp_xyz),
         "centres_outside_volume": int(sum(s["outside"] for s in stats)),

@@ -35,6 +35,16 @@ class SynthConfig:
             (e.g. thousands on a small, coarse grid) the scan gets fewer class-0 rows (never rows
             inside a nodule).
         hard_negative_fraction: share of class-0 candidates on vessels, branch points, pleura.
+        mass_fraction: share of scans holding one mass (a lesion over 30 mm: irregular, solid, about
+            half of them on the chest wall), exactly ``round(mass_fraction * scans)`` scans, chosen by
+            a random stream of its own (the other scans are byte-identical to a run without masses).
+            A mass is listed in ``annotations_excluded.csv`` with its diameter (the LUNA16 FROC
+            ignores marks on it, as LUNA16 does with lesions over 30 mm) and gets class-0
+            candidates near its edge (as LUNA16's candidate detectors fire on masses); the patch
+            store turns excluded findings of ``patches.mass_min_mm`` or more into segmentation targets.
+        mass_diameter_mm: (min, max) nominal mass diameter; a mass that does not fit its lung is
+            drawn smaller (down to ``min``), and one that still does not fit is left out (counted in
+            ``synth_summary.json``). The pleura clips what pokes through, as for juxta-pleural nodules.
         noise_hu: (min, max) standard deviation of the CT noise, drawn per scan.
         candidates_csv_names: file names the candidates table is written under in the root
             (the same bytes under each), e.g. ``[candidates.csv, candidates_V2.csv]`` so that the
@@ -69,6 +79,8 @@ class SynthConfig:
     positive_offset: float = 0.25
     negatives_per_scan: int = 60
     hard_negative_fraction: float = 0.5
+    mass_fraction: float = 0.25
+    mass_diameter_mm: tuple[float, float] = (30.0, 70.0)
     noise_hu: tuple[float, float] = (20.0, 40.0)
     candidates_csv_names: tuple[str, ...] = ("candidates.csv",)
 
@@ -104,6 +116,11 @@ class SynthConfig:
             bad(f"negatives_per_scan must be >= 0, got {self.negatives_per_scan}")
         if not 0 <= self.hard_negative_fraction <= 1:
             bad(f"hard_negative_fraction must be within 0..1, got {self.hard_negative_fraction}")
+        if not 0 <= self.mass_fraction <= 1:
+            bad(f"mass_fraction must be within 0..1, got {self.mass_fraction}")
+        m0, m1 = self.mass_diameter_mm
+        if not 30 <= m0 <= m1 <= 120:
+            bad(f"mass_diameter_mm must be [min, max] with 30 <= min <= max <= 120, got {list(self.mass_diameter_mm)}")
         if not 0 <= self.noise_hu[0] <= self.noise_hu[1] <= 200:
             bad(f"noise_hu must be [min, max] within 0..200 HU, got {list(self.noise_hu)}")
         names = self.candidates_csv_names

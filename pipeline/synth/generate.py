@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class ScanPlan:
     seed: tuple[int, int]
     spacing_xyz_mm: tuple[float, float, float]
     direction: tuple[tuple[float, ...], ...]
+    mass_seed: tuple[int, ...] | None = None  # set for the scans that hold a mass
 
 
 @dataclass
@@ -47,7 +48,9 @@ class SynthResult:
 def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
     """Per-scan uid, subset (round robin), seed, spacing and direction; deterministic for cfg.seed.
 
-    Exactly ``round(flip_fraction * scans)`` scans get one flipped index axis.
+    Exactly ``round(flip_fraction * scans)`` scans get one flipped index axis, and
+    ``round(mass_fraction * scans)`` a mass (chosen by a stream of their own: the rest of the plan
+    does not depend on ``mass_fraction``).
     """
     rng = np.random.default_rng([int(cfg.seed), 0x5EED])
     n = int(cfg.scans)
@@ -64,7 +67,16 @@ def plan_scans(cfg: SynthConfig) -> list[ScanPlan]:
         direction = np.diag(flip) if i in flipped else np.eye(3)
         plans.append(ScanPlan(i, i % int(cfg.subsets), uid, (int(cfg.seed), i + 1), spacing,
                               tuple(map(tuple, direction.tolist()))))
+    mrng = np.random.default_rng([int(cfg.seed), 0x3A55])
+    for i in mrng.permutation(n)[: round(float(cfg.mass_fraction) * n)].tolist():
+        plans[i] = replace(plans[i], mass_seed=(int(cfg.seed), i + 1, 0x3A55))
     return plans
+
+
+def make_planned_scan(plan: ScanPlan, cfg: SynthConfig):
+    """The :class:`~pipeline.synth.scan.SyntheticScan` of one plan entry (what ``generate`` writes)."""
+    return make_scan(plan.seriesuid, np.random.default_rng(list(plan.seed)), cfg, spacing_xyz_mm=plan.spacing_xyz_mm,
+                     direction=plan.direction, mass_seed=list(plan.mass_seed) if plan.mass_seed else None)
 
 
 SYNTH_SIGNATURES = ("synth_summary.json",)  # a folder synth wrote before output markers existed
@@ -99,8 +111,7 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
     plog = ProgressLog(len(plans), "synth", every_s=300.0 if progress else 30.0, logger=log, unit="scan")
     for p in it:
         t = time.perf_counter()
-        scan = make_scan(p.seriesuid, np.random.default_rng(list(p.seed)), cfg,
-                         spacing_xyz_mm=p.spacing_xyz_mm, direction=p.direction)
+        scan = make_planned_scan(p, cfg)
         path = out / f"subset{p.subset}" / f"{p.seriesuid}.mhd"
         write_scan(scan.array_zyx, scan.geometry, path)
         nbytes = path.stat().st_size + path.with_suffix(".raw").stat().st_size
@@ -111,7 +122,8 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
         per_scan.append({"seriesuid": p.seriesuid, "subset": p.subset, "bytes": nbytes,
                          "shape_zyx": list(scan.geometry.shape_zyx),
                          "spacing_xyz_mm": list(scan.geometry.spacing_xyz_mm), "flipped": scan.meta["flipped"],
-                         "nodules": len(scan.nodules), "excluded": len(scan.excluded)})
+                         "nodules": len(scan.nodules), "excluded": len(scan.excluded),
+                         "masses": scan.meta["masses"], "mass_planned": p.mass_seed is not None})
         plog.update()
     ann_df = pd.concat(ann, ignore_index=True)
     cand_df = pd.concat(cand, ignore_index=True)
@@ -124,6 +136,8 @@ def generate(out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: b
     seconds = time.perf_counter() - t0
     counts = {"scans": len(plans), "subsets": int(cfg.subsets), "flipped": sum(s["flipped"] for s in per_scan),
               "annotations": len(ann_df), "excluded": int(sum(len(e) for e in exc)),
+              "masses": sum(s["masses"] for s in per_scan),
+              "masses_not_placed": sum(s["mass_planned"] and not s["masses"] for s in per_scan),
               "candidates": len(cand_df), "candidates_pos": int((cand_df["class"] == 1).sum()),
               "candidates_neg": int((cand_df["class"] == 0).sum()),
               "scans_without_nodules": sum(s["nodules"] == 0 for s in per_scan)}

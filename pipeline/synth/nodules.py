@@ -1,5 +1,6 @@
-"""Nodules (solid lobulated, part-solid, ground-glass, juxta-pleural) and excluded findings
-(< 3 mm lesions, calcified granulomas): placement inside the lungs and partial-volume rendering."""
+"""Nodules (solid lobulated, part-solid, ground-glass, juxta-pleural), excluded findings
+(< 3 mm lesions, calcified granulomas) and masses (> 30 mm, irregular): placement inside the lungs
+and partial-volume rendering."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ KIND_P = (0.5, 0.2, 0.15, 0.15)
 class Lesion:
     center_xyz_mm: np.ndarray
     diameter_mm: float
-    kind: str  # solid | juxta_pleural | part_solid | ggo | small | calcified
+    kind: str  # solid | juxta_pleural | part_solid | ggo | small | calcified | mass
     hu: float
     lobes: list = field(default_factory=list)  # (offset_xyz_mm, radius_mm)
     harm: np.ndarray = field(default_factory=lambda: np.zeros(9))
@@ -96,6 +97,41 @@ def place_lesions(chest: Chest, geometry: Geometry, rng: np.random.Generator, n_
                 les.lobes.append((off / np.linalg.norm(off) * r * rng.uniform(0.4, 0.6), r * rng.uniform(0.4, 0.6)))
         (placed if group == "nodule" else excluded).append(les)
     return placed, excluded
+
+
+def place_mass(chest: Chest, geometry: Geometry, rng: np.random.Generator, diameter_mm: tuple[float, float],
+               hila_xyz_mm: np.ndarray, others: list[Lesion]) -> Lesion | None:
+    """One irregular solid mass (nominal diameter in ``diameter_mm``), or None where none fits.
+
+    Half of the masses sit on the chest wall (the sphere pokes through the pleura by up to a third
+    of its radius, the pleura clips it); the others lie deeper (centre at least 0.6 radius inside).
+    A mass that finds no site shrinks by 10 % steps down to ``diameter_mm[0]``. It keeps 3 mm
+    clear of ``others`` (nodules, excluded findings) and away from the hila, like the nodules.
+    """
+    d = float(rng.uniform(*diameter_mm))
+    on_wall = bool(rng.random() < 0.5)
+    vox = float(max(geometry.spacing_xyz_mm))
+    while True:
+        r = d / 2
+        pts, sd = _sample_sites(chest, geometry, rng, 4000, (0.6 * r) / min(geometry.spacing_xyz_mm))
+        free = np.ones(len(pts), bool)
+        for h in hila_xyz_mm:
+            free &= np.linalg.norm(pts - h, axis=1) > 0.6 * r + 0.3 * chest.lung_rb
+        for o in others:
+            free &= np.linalg.norm(pts - o.center_xyz_mm, axis=1) > 1.2 * r + o.radius_mm + 2 + vox
+        wall, deep = free & (sd > -0.75 * r) & (sd < -0.45 * r), free & (sd <= -0.6 * r)
+        ok = (wall if wall.any() else deep) if on_wall else (deep if deep.any() else wall)
+        if ok.any():
+            break
+        if d <= diameter_mm[0] + 1e-6:
+            return None
+        d = max(diameter_mm[0], 0.9 * d)
+    les = Lesion(pts[np.flatnonzero(ok)[0]], d, "mass", float(rng.uniform(10, 60)))
+    les.harm = rng.normal(0, 0.1, 9)
+    for _ in range(int(rng.integers(2, 5))):
+        off = rng.normal(size=3)
+        les.lobes.append((off / np.linalg.norm(off) * r * rng.uniform(0.45, 0.7), r * rng.uniform(0.35, 0.55)))
+    return les
 
 
 def _lesion_sd(les: Lesion, px, py, pz, scale: float = 1.0):

@@ -11,7 +11,7 @@ from pipeline.io.geometry import Geometry
 from pipeline.synth.anatomy import F32, LUNG, VESSEL, Chest, frac, world_axes
 from pipeline.synth.candidates import make_candidates
 from pipeline.synth.config import SynthConfig
-from pipeline.synth.nodules import place_lesions, render_lesions
+from pipeline.synth.nodules import place_lesions, place_mass, render_lesions
 from pipeline.synth.render import render_anatomy
 from pipeline.synth.vessels import grow_trees, hilum_xyz_mm, render_vessels
 
@@ -30,7 +30,8 @@ class SyntheticScan:
         labels_zyx: uint8 (z, y, x): 0 outside, 1 body, 2 lung parenchyma, 3 vessel, 4 bone,
             5 mediastinum, 6 nodule (lung = labels in {2, 3, 6}).
         nodules: annotated nodules (> 3 mm): seriesuid, coordX/Y/Z (mm), diameter_mm, kind, hu.
-        excluded: excluded findings, same columns (diameter_mm -1 where "unknown").
+        excluded: excluded findings, same columns (diameter_mm -1 where "unknown"); a mass
+            (``kind`` mass) keeps its nominal diameter (> 30 mm).
         candidates: seriesuid, coordX/Y/Z, class, kind.
     """
 
@@ -65,12 +66,24 @@ def _lesion_frame(uid: str, lesions, excluded: bool, rng) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LESION_COLUMNS)
 
 
+def mass_candidates(seriesuid: str, mass, rng: np.random.Generator, n: int = 3) -> pd.DataFrame:
+    """``n`` class-0 candidates (kind ``mass``) at 0.5-0.8 of the mass's radius from its centre, in
+    random directions: cubes centred there hold the mass's edge and the lung around it."""
+    d = rng.normal(size=(n, 3))
+    pts = mass.center_xyz_mm + d / np.linalg.norm(d, axis=1, keepdims=True) * (
+        rng.uniform(0.5, 0.8, (n, 1)) * mass.radius_mm)
+    return pd.DataFrame([(seriesuid, *p.tolist(), 0, "mass") for p in pts],
+                        columns=["seriesuid", "coordX", "coordY", "coordZ", "class", "kind"])
+
+
 def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, shape_zyx=None,
-              spacing_xyz_mm=None, direction=None) -> SyntheticScan:
+              spacing_xyz_mm=None, direction=None, mass_seed=None) -> SyntheticScan:
     """Generate one scan. Unset spacing / direction / shape are drawn from ``cfg`` with the rng.
 
     ``shape_zyx`` defaults to ``cfg.fov_mm / spacing``; ``direction`` must be a signed
-    permutation (identity, or one axis flipped such as diag(1, 1, -1)).
+    permutation (identity, or one axis flipped such as diag(1, 1, -1)). ``mass_seed`` (an int or
+    a list of ints): add one mass (``cfg.mass_diameter_mm``) drawn from a random stream of its own,
+    with 3 class-0 candidates near its edge; None: no mass (the scan's other draws are the same).
     """
     cfg = cfg or SynthConfig()
     rng = _rng(rng_or_seed)
@@ -103,7 +116,12 @@ def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, sh
     hila = np.stack([hilum_xyz_mm(chest, -1), hilum_xyz_mm(chest, 1)])
     n_nod = int(rng.integers(cfg.nodules_per_scan[0], cfg.nodules_per_scan[1] + 1))
     nodules, excluded = place_lesions(chest, geometry, rng, n_nod, tuple(cfg.diameter_mm), hila)
-    render_lesions(nodules + excluded, hu, labels, lung_sd, geometry, axes, vox)
+    masses = []
+    if mass_seed is not None:
+        mrng = np.random.default_rng(mass_seed)
+        m = place_mass(chest, geometry, mrng, tuple(cfg.mass_diameter_mm), hila, nodules + excluded)
+        masses = [m] if m is not None else []
+    render_lesions(nodules + excluded + masses, hu, labels, lung_sd, geometry, axes, vox)
     sigma = float(rng.uniform(*cfg.noise_hu))
     hu += rng.standard_normal(hu.shape, dtype=F32) * F32(sigma)
     np.clip(hu, -1024, 3071, out=hu)
@@ -115,6 +133,9 @@ def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, sh
                             int(cfg.negatives_per_scan), float(cfg.hard_negative_fraction), rng,
                             positives_per_nodule=tuple(cfg.positives_per_nodule),
                             positive_offset=float(cfg.positive_offset))
-    meta = {"noise_hu": sigma, "vessel_hu": vessel_hu, "n_vessel_segments": len(segs),
+    if masses:
+        exc_df = pd.concat([exc_df, _lesion_frame(seriesuid, masses, False, rng)], ignore_index=True)
+        cands = pd.concat([cands, mass_candidates(seriesuid, masses[0], mrng)], ignore_index=True)
+    meta = {"masses": len(masses), "noise_hu": sigma, "vessel_hu": vessel_hu, "n_vessel_segments": len(segs),
             "flipped": not geometry.is_identity_direction}
     return SyntheticScan(seriesuid, array, geometry, labels, nod_df, exc_df, cands, meta)

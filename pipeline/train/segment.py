@@ -5,7 +5,9 @@ centre and diameter through the geometry module (the patch store's ``nodules.csv
 and negative cubes alike, so off-centre candidates, several candidates of one nodule and a second
 nodule inside a negative cube are labelled correctly. Excluded findings
 (``annotations_excluded.csv``) are an ignore region: their voxels are forced to background logits
-with no gradient, so they add neither Dice nor (beyond a constant) cross-entropy. Inputs: the
+with no gradient, so they add neither Dice nor (beyond a constant) cross-entropy; the exception are
+masses (excluded findings of ``patches.mass_min_mm`` or more), which are targets, and whose cubes
+are always kept like positives. Inputs: the
 centred ``crop``^3 of each cube (multiple of 16). Loss: MONAI DiceCELoss / DiceFocalLoss (sigmoid).
 Validation: mean Dice over cubes whose mask is not empty (threshold 0.5), val loss, and AUC of the
 max voxel probability as a nodule score (label = candidate class), on every validation positive
@@ -88,8 +90,12 @@ def masked_logits(logits: torch.Tensor, ignore: torch.Tensor | None) -> torch.Te
     return logits.masked_fill(ignore.to(logits.device) > 0.5, IGNORE_LOGIT)
 
 
-def _row_filter(index, neg_per_pos, seed):
-    lab = index["label"].to_numpy()
+def _row_filter(index, neg_per_pos, seed, nodules=None):
+    """Row filters (train, val) balancing positives and negatives; a row inside a mass (class 0 for
+    the LUNA16 classifier, a lesion for the segmenter) counts as a positive: always kept."""
+    from pipeline.patches.nodules import in_masses
+
+    lab = index["label"].to_numpy() + in_masses(index, nodules)
 
     def balanced(rows: np.ndarray, ratio: float | None, seed_: int) -> np.ndarray:
         if ratio is None:
@@ -137,7 +143,7 @@ def train_segmenter(patches_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if store.nodules is None:
         raise DataError(store.root / "nodules.csv", "missing: the segmenter's targets come from it (rerun patches)")
     model = build_segmenter(cfg.model())
-    keep_train, keep_val = _row_filter(store.index, cfg.neg_per_pos, cfg.seed)
+    keep_train, keep_val = _row_filter(store.index, cfg.neg_per_pos, cfg.seed, store.nodules)
     train_ds, val_ds = make_datasets(store, cfg, "3d", crop=crop, masks=True, row_filters=(keep_train, keep_val))
     n_min = int(min(np.bincount((train_ds.labels > 0).astype(int), minlength=2)))
     strategy, reason = resolve_strategy(cfg.strategy, n_min, model.family,

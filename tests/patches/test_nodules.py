@@ -53,3 +53,25 @@ def test_excluded_overlapping_a_nodule_keeps_the_nodule():
     mask, ignore = draw_targets(nodule_table(ann, exc, {"s": geom}), (40, 130, 130), (40, 40, 40))
     assert mask[20, 20, 20] == 1 and ignore[20, 20, 20] == 0
     assert ignore.sum() > 0 and not (ignore & mask).any()
+
+
+def test_a_mass_is_a_target_not_an_ignore_region():
+    """An excluded finding of patches.mass_min_mm (30 mm) or more is a mass: drawn into the mask (the
+    segmenter learns it), and store rows inside it count as positives for the segmenter's sampling."""
+    from pipeline.patches.nodules import in_masses
+
+    geom = _geometry()
+    p = geom.voxel_zyx_to_world((60, 150, 150))
+    q = geom.voxel_zyx_to_world((60, 100, 100))
+    exc = pd.DataFrame([("s", *p, 36.0), ("s", *q, 12.0)], columns=COLS)
+    ann = pd.DataFrame(columns=COLS)
+    table = nodule_table(ann, exc, {"s": geom}, mass_min_mm=30.0)
+    assert list(table["kind"]) == ["mass", "excluded"]
+    assert list(nodule_table(ann, exc, {"s": geom})["kind"]) == ["excluded", "excluded"]  # off: both ignored
+    mask, ignore = draw_targets(table, (30, 100, 100), (60, 100, 100))
+    vol = mask.sum() * 0.8 * 0.8 * 1.25
+    assert abs(vol - np.pi / 6 * 36.0 ** 3) < 0.1 * np.pi / 6 * 36.0 ** 3 and mask[30, 50, 50] == 1
+    assert ignore[30, 0, 0] == 1 and not (ignore & mask).any()
+    index = pd.DataFrame({"seriesuid": ["s", "s", "t"], "vox_z": [60, 60, 60], "vox_y": [160, 100, 150],
+                          "vox_x": [150, 150, 150]})
+    assert in_masses(index, table).tolist() == [True, False, False]

@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError
 from pipeline.io.luna16 import index_root, read_annotations, read_candidates, read_seriesuids
 from pipeline.io.scans import read_scan
 from pipeline.synth import SynthConfig, generate, make_scan, plan_scans
+from pipeline.synth.generate import make_planned_scan
 from pipeline.utils import sha256_file
 
 COORDS = ["coordX", "coordY", "coordZ"]
@@ -29,9 +30,7 @@ def _cfg(root) -> SynthConfig:
 def tiny_scans(tiny_luna):
     """The tiny_luna scans regenerated in memory (with label maps), keyed by seriesuid."""
     cfg = _cfg(tiny_luna)
-    return {p.seriesuid: make_scan(p.seriesuid, np.random.default_rng(list(p.seed)), cfg,
-                                   spacing_xyz_mm=p.spacing_xyz_mm, direction=p.direction)
-            for p in plan_scans(cfg)}
+    return {p.seriesuid: make_planned_scan(p, cfg) for p in plan_scans(cfg)}
 
 
 def test_layout_and_luna16_columns(tiny_luna):
@@ -49,7 +48,9 @@ def test_layout_and_luna16_columns(tiny_luna):
     assert list(pd.read_csv(tiny_luna / "annotations.csv").columns) == ["seriesuid", *COORDS, "diameter_mm"]
     assert set(ann["seriesuid"]) | set(cand["seriesuid"]) | set(exc["seriesuid"]) <= set(uids)
     assert (ann["diameter_mm"] > 3).all() and (ann["diameter_mm"] <= 30).all()
-    assert ((exc["diameter_mm"] < 3) | (exc["diameter_mm"] == -1)).all() and len(exc) > 0
+    small = (exc["diameter_mm"] < 3) | (exc["diameter_mm"] == -1)
+    assert len(exc) > 0 and (small | (exc["diameter_mm"] >= 30)).all()  # < 3 mm / unknown, or a mass
+    assert (~small).sum() == 1  # round(0.25 * 4) scans hold a mass
     for path in idx["path"]:
         header = dict(ln.split(" = ", 1) for ln in Path(path).read_text().splitlines())
         assert header["ElementType"] == "MET_SHORT" and header["NDims"] == "3"
@@ -109,6 +110,37 @@ def test_annotations_land_on_nodules_also_in_flipped_scans(tiny_luna, tiny_scans
     assert flipped_hits >= 1
 
 
+def test_masses(tiny_luna, tiny_scans):
+    """A mass: over 30 mm, irregular solid tissue in the lung, listed as excluded with its diameter,
+    class-0 candidates on its edge; a plan without masses leaves every other scan byte-identical."""
+    from scipy import ndimage as ndi
+
+    cfg = _cfg(tiny_luna)
+    plans = plan_scans(cfg)
+    with_mass = [p for p in plans if p.mass_seed]
+    assert len(with_mass) == 1
+    sc = tiny_scans[with_mass[0].seriesuid]
+    row = sc.excluded[sc.excluded["kind"] == "mass"].iloc[0]
+    assert 30 <= row.diameter_mm <= 70
+    c = np.array([row.coordX, row.coordY, row.coordZ])
+    lab, _ = ndi.label(sc.labels_zyx == 6)
+    k = lab[tuple(np.rint(sc.geometry.world_to_voxel_zyx(c)).astype(int).reshape(3))]
+    assert k > 0
+    vol = (lab == k).sum() * np.prod(sc.geometry.spacing_zyx_mm)
+    assert vol > np.pi / 6 * 30 ** 3 * 0.5  # clipped by the pleura at most by half of a 30 mm ball
+    assert 0 < np.median(sc.array_zyx[lab == k]) < 100
+    mc = sc.candidates[sc.candidates["kind"] == "mass"]
+    assert len(mc) == 3 and (mc["class"] == 0).all()
+    dist = np.linalg.norm(mc[COORDS].to_numpy(float) - c, axis=1)
+    assert ((dist >= 0.5 * row.diameter_mm / 2 - 1e-6) & (dist <= 0.8 * row.diameter_mm / 2 + 1e-6)).all()
+    no_mass = SynthConfig(**{**cfg.__dict__, "mass_fraction": 0.0})
+    for p, q in zip(plans, plan_scans(no_mass)):
+        assert q.mass_seed is None and (p.seriesuid, p.seed, p.spacing_xyz_mm) == (q.seriesuid, q.seed,
+                                                                                   q.spacing_xyz_mm)
+        if not p.mass_seed:
+            assert np.array_equal(make_planned_scan(q, no_mass).array_zyx, tiny_scans[p.seriesuid].array_zyx)
+
+
 def test_tissue_hu_plausible(tiny_scans):
     for syn in tiny_scans.values():
         a, lab = syn.array_zyx.astype(float), syn.labels_zyx
@@ -132,7 +164,8 @@ def test_candidates_like_luna16(tiny_luna, tiny_scans):
         nod = ann[ann["seriesuid"] == uid]
         centres, radii = nod[COORDS].to_numpy(), nod["diameter_mm"].to_numpy() / 2
         pos, neg = rows[rows["class"] == 1], rows[rows["class"] == 0]
-        assert len(neg) == cfg.negatives_per_scan and len(pos) >= len(nod)
+        n_mass = 3 * int(syn.meta["masses"])  # class-0 candidates on a mass's edge come on top
+        assert len(neg) == cfg.negatives_per_scan + n_mass and len(pos) >= len(nod)
         for p in pos[COORDS].to_numpy():
             d = np.linalg.norm(centres - p, axis=1)
             assert (d <= 0.25 * radii + 1e-6).any()
