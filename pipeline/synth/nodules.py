@@ -103,23 +103,25 @@ def place_mass(chest: Chest, geometry: Geometry, rng: np.random.Generator, diame
                hila_xyz_mm: np.ndarray, others: list[Lesion]) -> Lesion | None:
     """One irregular solid mass (nominal diameter in ``diameter_mm``), or None where none fits.
 
-    Half of the masses sit on the chest wall (the sphere pokes through the pleura by up to a third
-    of its radius, the pleura clips it); the others lie deeper (centre at least 0.6 radius inside).
-    A mass that finds no site shrinks by 10 % steps down to ``diameter_mm[0]``. It keeps 3 mm
-    clear of ``others`` (nodules, excluded findings) and away from the hila, like the nodules.
+    About half of the masses touch the chest wall (the ball reaches up to a fifth of its radius
+    past the pleura, which clips it: a contact about one radius wide); the others lie free in the
+    lung (2 mm or more from the pleura). All keep clear of the mediastinum (radius + 3 mm) and the
+    hila. A mass that finds no site shrinks by 10 % steps down to ``diameter_mm[0]``. It keeps
+    3 mm clear of ``others`` (nodules, excluded findings), like the nodules.
     """
     d = float(rng.uniform(*diameter_mm))
     on_wall = bool(rng.random() < 0.5)
     vox = float(max(geometry.spacing_xyz_mm))
     while True:
         r = d / 2
-        pts, sd = _sample_sites(chest, geometry, rng, 4000, (0.6 * r) / min(geometry.spacing_xyz_mm))
-        free = np.ones(len(pts), bool)
+        pts, sd = _sample_sites(chest, geometry, rng, 6000, (0.8 * r) / min(geometry.spacing_xyz_mm))
+        u, v, w = chest.rel(*(pts[:, i].astype(F32) for i in range(3)))
+        free = chest.mediastinum_sd(u, v, w) > r + 3.0
         for h in hila_xyz_mm:
-            free &= np.linalg.norm(pts - h, axis=1) > 0.6 * r + 0.3 * chest.lung_rb
+            free &= np.linalg.norm(pts - h, axis=1) > 0.8 * r + 0.2 * chest.lung_rb
         for o in others:
             free &= np.linalg.norm(pts - o.center_xyz_mm, axis=1) > 1.2 * r + o.radius_mm + 2 + vox
-        wall, deep = free & (sd > -0.75 * r) & (sd < -0.45 * r), free & (sd <= -0.6 * r)
+        wall, deep = free & (sd > -r) & (sd < -0.8 * r), free & (sd < -(r + 2.0))
         ok = (wall if wall.any() else deep) if on_wall else (deep if deep.any() else wall)
         if ok.any():
             break
@@ -127,10 +129,10 @@ def place_mass(chest: Chest, geometry: Geometry, rng: np.random.Generator, diame
             return None
         d = max(diameter_mm[0], 0.9 * d)
     les = Lesion(pts[np.flatnonzero(ok)[0]], d, "mass", float(rng.uniform(10, 60)))
-    les.harm = rng.normal(0, 0.1, 9)
+    les.harm = rng.normal(0, 0.08, 9)
     for _ in range(int(rng.integers(2, 5))):
         off = rng.normal(size=3)
-        les.lobes.append((off / np.linalg.norm(off) * r * rng.uniform(0.45, 0.7), r * rng.uniform(0.35, 0.55)))
+        les.lobes.append((off / np.linalg.norm(off) * r * rng.uniform(0.45, 0.65), r * rng.uniform(0.3, 0.45)))
     return les
 
 

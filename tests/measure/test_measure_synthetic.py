@@ -1,8 +1,9 @@
 """Measurements against the generator's truth: every annotated nodule of six default synthetic scans
 (six scans: solid, juxta-pleural, part-solid, ground-glass; the generator's label map gives each one's true mask),
-and a 40 mm irregular mass on the chest wall painted into a scan. Thresholds as the issue states them:
-median absolute volume error <= 15 %, median absolute mean-diameter error <= 10 %, type correct >= 90 %,
-the mass typed ``mass`` (Lung-RADS 4B)."""
+the generator's own masses (three of the six scans hold one) and a 40 mm irregular mass on the chest
+wall painted into a scan. Thresholds as the issue states them: median absolute volume error <= 15 %,
+median absolute mean-diameter error <= 10 %, type correct >= 90 %, masses typed ``mass`` (Lung-RADS 4B)
+in >= 90 % of the scans holding one."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,8 @@ NODULE, LUNG_LABELS = 6, (2, 3, 6)
 def scans():
     out = []
     for s in range(6):
-        sc = make_scan(f"1.2.826.0.1.3680043.8.498.4{s}", 1000 + s, SynthConfig())
+        sc = make_scan(f"1.2.826.0.1.3680043.8.498.4{s}", 1000 + s, SynthConfig(),
+                       mass_seed=[1000 + s, 7] if s % 2 == 0 else None)  # nodules as without a mass
         scan = Scan(sc.array_zyx, sc.geometry, sc.seriesuid)
         out.append((sc, scan, preprocess_scan(scan, PreprocessConfig())))
     return out
@@ -53,6 +55,22 @@ def test_nodules_against_the_generators_truth(scans):
     assert np.median(diam) <= 0.10, diam
     assert typ.mean() >= 0.9, typ
     assert np.median(off) < 1.0, off  # the reported centre is the lesion's
+
+
+def test_the_generators_masses_are_measured_and_typed_mass(scans):
+    rows = []
+    for sc, scan, pre in scans:
+        lab, _ = ndi.label(sc.labels_zyx == NODULE)
+        for _, r in sc.excluded[sc.excluded["kind"] == "mass"].iterrows():
+            c = np.array([r.coordX, r.coordY, r.coordZ])
+            k = lab[tuple(np.rint(sc.geometry.world_to_voxel_zyx(c)).astype(int).reshape(3))]
+            truth = measure_mask(lab == k, sc.array_zyx, sc.geometry.spacing_zyx_mm)
+            got = measure_lesion(scan, c, lung=(pre.lung_zyx, pre.geometry)).values
+            rows.append((got["type"] == "mass" and got["lungrads"] == "4B",
+                         abs(got["volume_mm3"] - truth["volume_mm3"]) / truth["volume_mm3"]))
+    typed, vol = (np.array(v, float) for v in zip(*rows))
+    assert len(rows) == 3 and typed.mean() >= 0.9, rows
+    assert np.median(vol) <= 0.15, vol
 
 
 def test_a_mass_on_the_chest_wall_is_measured_and_typed(scans):
