@@ -97,6 +97,25 @@ def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, de
     return run(array_zyx, model, cfg.roi_size, cfg.sw_batch_size, cfg.overlap, device, amp_dtype, cval, mask_zyx)
 
 
+def _settle_masses(found: pd.DataFrame, masks: list, searched: np.ndarray, mass: np.ndarray):
+    """Keep a mass seed's finding only when it measured as a mass (it is a place to look, not a
+    finding), one finding per mass (seeds and segmenter components landing on the same mass: the
+    first kept), and drop other findings whose centre lies inside a mass's mask (its edge, a lobe)."""
+    keep = ~searched | mass
+    xyz = found[["coordX", "coordY", "coordZ"]].to_numpy(float)
+    for i in np.flatnonzero(mass & keep):
+        m = masks[i]
+        if m is None or not keep[i]:
+            continue
+        v = np.rint(m.geometry.world_to_voxel_zyx(xyz)).reshape(-1, 3).astype(int)
+        inside = np.all((v >= 0) & (v < np.asarray(m.mask_zyx.shape)), axis=1)
+        hit = np.zeros(len(found), bool)
+        hit[inside] = m.mask_zyx[tuple(v[inside].T)]
+        hit[i] = False
+        keep &= ~hit
+    return found[keep], [m for m, k in zip(masks, keep) if k]
+
+
 def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model: torch.nn.Module | None,
                 cls_cfg: dict | None, cfg: DetectConfig | None = None, device: str | torch.device = "cpu", *,
                 keep_maps: bool = False, preprocess_fn=None) -> ScanFindings:
@@ -149,6 +168,18 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
         cands = top_candidates(prob[box], lung[box], box_geom, threshold=cfg.seg_threshold, nms_mm=cfg.nms_mm,
                                max_candidates=cfg.max_candidates, min_size_mm=cfg.min_size_mm,
                                max_size_mm=None if cfg.measure else cfg.max_size_mm)
+    searched = np.zeros(len(cands), bool)
+    if cfg.measure and box is not None:  # masses the segmenter may leave out: looked for by CT values
+        from pipeline.measure.masses import mass_seeds
+
+        seeds = mass_seeds(array, lung, geom)
+        if len(seeds):
+            idx = np.clip(np.rint(geom.world_to_voxel_zyx(seeds)).reshape(-1, 3).astype(int), 0,
+                          np.asarray(array.shape) - 1)
+            extra = pd.DataFrame({"coordX": seeds[:, 0], "coordY": seeds[:, 1], "coordZ": seeds[:, 2],
+                                  "seg_score": prob[tuple(idx.T)].astype(float), "diameter_mm": np.nan})
+            cands = pd.concat([cands, extra], ignore_index=True)[list(cands.columns)]
+            searched = np.r_[searched, np.ones(len(seeds), bool)]
     sec["candidates"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -182,11 +213,13 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
                          columns=FINDING_COLUMNS)
     big = (cands["diameter_mm"].to_numpy(float) > float(cfg.max_size_mm)) if len(cands) else np.zeros(0, bool)
     found.loc[big, "probability"] = found.loc[big, "seg_score"]  # beyond what the classifier saw: a mass
+    found.loc[searched, "probability"] = found.loc[searched, "seg_score"]
     found = found.sort_values("probability", ascending=False, kind="stable")
+    searched = searched[found.index.to_numpy()]
     keep = np.arange(len(found)) < int(cfg.max_findings)
     if cfg.measure:
-        keep |= big[found.index.to_numpy()]  # large components (masses) are never cut off
-    found = found[keep]
+        keep |= big[found.index.to_numpy()] | searched  # large components and mass seeds are never cut off
+    found, searched = found[keep], searched[keep]
     masks: list = []
     if cfg.measure and len(found):
         from pipeline.detect.findings import measure_findings
@@ -199,6 +232,7 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
                                            how)
         mass = (found["type"] == "mass").to_numpy()
         found.loc[mass, "probability"] = found.loc[mass, "seg_score"]
+        found, masks = _settle_masses(found, masks, searched, mass)
         order = np.argsort(-found["probability"].to_numpy(float), kind="stable")
         found, masks = found.iloc[order], [masks[i] for i in order]
         sec["measure"] = time.perf_counter() - t

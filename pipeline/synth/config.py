@@ -40,7 +40,7 @@ class SynthConfig:
             a random stream of its own (the other scans are byte-identical to a run without masses).
             A mass is listed in ``annotations_excluded.csv`` with its diameter (the LUNA16 FROC
             ignores marks on it, as LUNA16 does with lesions over 30 mm) and gets class-0
-            candidates near its edge (as LUNA16's candidate detectors fire on masses); the patch
+            candidates on it (as LUNA16's candidate detectors fire on masses); the patch
             store turns excluded findings of ``patches.mass_min_mm`` or more into segmentation targets.
         mass_diameter_mm: (min, max) nominal mass diameter; a mass that does not fit its lung is
             drawn smaller (down to ``min``), and one that still does not fit is left out (counted in

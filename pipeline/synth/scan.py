@@ -66,12 +66,14 @@ def _lesion_frame(uid: str, lesions, excluded: bool, rng) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LESION_COLUMNS)
 
 
-def mass_candidates(seriesuid: str, mass, rng: np.random.Generator, n: int = 3) -> pd.DataFrame:
-    """``n`` class-0 candidates (kind ``mass``) at 0.5-0.8 of the mass's radius from its centre, in
-    random directions: cubes centred there hold the mass's edge and the lung around it."""
-    d = rng.normal(size=(n, 3))
+def mass_candidates(seriesuid: str, mass, rng: np.random.Generator, n: int = 8) -> pd.DataFrame:
+    """``n`` class-0 candidates (kind ``mass``): one at the mass's centre, the others at 0.3-0.9 of
+    its radius in random directions (as candidate detectors fire all over a mass), so that training
+    cubes hold its interior, its edge and the lung around it."""
+    d = rng.normal(size=(n - 1, 3))
     pts = mass.center_xyz_mm + d / np.linalg.norm(d, axis=1, keepdims=True) * (
-        rng.uniform(0.5, 0.8, (n, 1)) * mass.radius_mm)
+        rng.uniform(0.3, 0.9, (n - 1, 1)) * mass.radius_mm)
+    pts = np.vstack([mass.center_xyz_mm[None], pts])
     return pd.DataFrame([(seriesuid, *p.tolist(), 0, "mass") for p in pts],
                         columns=["seriesuid", "coordX", "coordY", "coordZ", "class", "kind"])
 
@@ -83,7 +85,7 @@ def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, sh
     ``shape_zyx`` defaults to ``cfg.fov_mm / spacing``; ``direction`` must be a signed
     permutation (identity, or one axis flipped such as diag(1, 1, -1)). ``mass_seed`` (an int or
     a list of ints): add one mass (``cfg.mass_diameter_mm``) drawn from a random stream of its own,
-    with 3 class-0 candidates near its edge; None: no mass (the scan's other draws are the same).
+    with 8 class-0 candidates on it; None: no mass (the scan's other draws are the same).
     """
     cfg = cfg or SynthConfig()
     rng = _rng(rng_or_seed)

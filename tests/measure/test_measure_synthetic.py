@@ -99,3 +99,18 @@ def test_a_mass_on_the_chest_wall_is_measured_and_typed(scans):
     assert abs(got["volume_mm3"] - truth) / truth < 0.15, (got["volume_mm3"], truth)
     assert got["mean_diameter_mm"] > 30
     assert (ndi.binary_dilation(blob) & ~lung).any()  # it does touch the wall
+
+
+def test_mass_seeds_find_every_mass_and_no_nodule(scans):
+    """The CT-value mass search (detect's second source of findings): one seed inside each generator
+    mass; none in the scans without one that ``measure_lesion`` would type ``mass``."""
+    from pipeline.measure.masses import mass_seeds
+
+    for sc, scan, pre in scans:
+        seeds = mass_seeds(pre.array_zyx, pre.lung_zyx, pre.geometry)
+        masses = sc.excluded[sc.excluded["kind"] == "mass"]
+        for r in masses.itertuples():
+            d = np.linalg.norm(seeds - [r.coordX, r.coordY, r.coordZ], axis=1)
+            assert d.size and d.min() < r.diameter_mm / 2, (sc.seriesuid, seeds)
+        typed = [measure_lesion(scan, p, lung=(pre.lung_zyx, pre.geometry)).values.get("type") for p in seeds]
+        assert typed.count("mass") == len(masses), typed
