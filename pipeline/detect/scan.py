@@ -97,10 +97,29 @@ def segment(array_zyx: np.ndarray, model: torch.nn.Module, cfg: DetectConfig, de
     return run(array_zyx, model, cfg.roi_size, cfg.sw_batch_size, cfg.overlap, device, amp_dtype, cval, mask_zyx)
 
 
+def _overlaps(a, b, margin_vox: int = 1) -> bool:
+    """Whether two lesion masks (boxes of the same scan grid) touch: ``b`` dilated by ``margin_vox``."""
+    from scipy import ndimage as ndi
+
+    lo = np.maximum(np.asarray(a.start_zyx), np.asarray(b.start_zyx) - margin_vox)
+    hi = np.minimum(np.asarray(a.start_zyx) + a.mask_zyx.shape, np.asarray(b.start_zyx) + b.mask_zyx.shape + margin_vox)
+    if np.any(hi <= lo):
+        return False
+    sa = tuple(slice(l - s, h - s) for l, h, s in zip(lo, hi, a.start_zyx))
+    if not a.mask_zyx[sa].any():
+        return False
+    grown = np.pad(b.mask_zyx, [(margin_vox, margin_vox)] * 3)
+    if margin_vox:
+        grown = ndi.binary_dilation(grown, iterations=margin_vox)
+    start_b = np.asarray(b.start_zyx) - margin_vox
+    sb = tuple(slice(l - s, h - s) for l, h, s in zip(lo, hi, start_b))
+    return bool((a.mask_zyx[sa] & grown[sb]).any())
+
+
 def _settle_masses(found: pd.DataFrame, masks: list, searched: np.ndarray, mass: np.ndarray):
-    """Keep a mass seed's finding only when it measured as a mass (it is a place to look, not a
-    finding), one finding per mass (seeds and segmenter components landing on the same mass: the
-    first kept), and drop other findings whose centre lies inside a mass's mask (its edge, a lobe)."""
+    """Keep a mass seed's finding only when it measured as a mass (a seed is a place to look, not a
+    finding); then one finding per mass: a finding whose centre lies inside a mass's mask or whose own
+    mask touches it (the same mass seen twice, its edge, a lobe cut off by the measurement) is dropped."""
     keep = ~searched | mass
     xyz = found[["coordX", "coordY", "coordZ"]].to_numpy(float)
     for i in np.flatnonzero(mass & keep):
@@ -111,6 +130,8 @@ def _settle_masses(found: pd.DataFrame, masks: list, searched: np.ndarray, mass:
         inside = np.all((v >= 0) & (v < np.asarray(m.mask_zyx.shape)), axis=1)
         hit = np.zeros(len(found), bool)
         hit[inside] = m.mask_zyx[tuple(v[inside].T)]
+        for j in np.flatnonzero(keep & ~hit):
+            hit[j] = j != i and masks[j] is not None and _overlaps(masks[j], m)
         hit[i] = False
         keep &= ~hit
     return found[keep], [m for m, k in zip(masks, keep) if k]

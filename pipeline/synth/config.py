@@ -38,7 +38,8 @@ class SynthConfig:
         mass_fraction: share of scans holding one mass (a lesion over 30 mm: irregular, solid, about
             half of them on the chest wall), exactly ``round(mass_fraction * scans)`` scans, chosen by
             a random stream of its own (the other scans are byte-identical to a run without masses).
-            A mass is listed in ``annotations_excluded.csv`` with its diameter (the LUNA16 FROC
+            A mass is listed in ``annotations_excluded.csv`` with the diameter of the sphere
+            around its centre that holds all of it, lobes included (the LUNA16 FROC
             ignores marks on it, as LUNA16 does with lesions over 30 mm) and gets class-0
             candidates on it (as LUNA16's candidate detectors fire on masses); the patch
             store turns excluded findings of ``patches.mass_min_mm`` or more into segmentation targets.

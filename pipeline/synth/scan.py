@@ -31,7 +31,7 @@ class SyntheticScan:
             5 mediastinum, 6 nodule (lung = labels in {2, 3, 6}).
         nodules: annotated nodules (> 3 mm): seriesuid, coordX/Y/Z (mm), diameter_mm, kind, hu.
         excluded: excluded findings, same columns (diameter_mm -1 where "unknown"); a mass
-            (``kind`` mass) keeps its nominal diameter (> 30 mm).
+            (``kind`` mass) has the diameter of the sphere around its centre that holds all of it.
         candidates: seriesuid, coordX/Y/Z, class, kind.
     """
 
@@ -64,6 +64,25 @@ def _lesion_frame(uid: str, lesions, excluded: bool, rng) -> pd.DataFrame:
             d = -1.0
         rows.append((uid, *les.center_xyz_mm.tolist(), round(float(d), 2), les.kind, round(les.hu, 1)))
     return pd.DataFrame(rows, columns=LESION_COLUMNS)
+
+
+def enclosing_radius_mm(lesion, labels_zyx: np.ndarray, geometry: Geometry) -> float:
+    """The largest distance (mm) from the lesion's centre to a voxel of its rendered component (label
+    NODULE, connected to the centre): a mass's lobes reach past its nominal radius, and its row in
+    ``annotations_excluded.csv`` must cover all of it (the FROC ignores marks inside that sphere)."""
+    from scipy import ndimage as ndi
+
+    from pipeline.synth.anatomy import NODULE
+    from pipeline.synth.vessels import bbox_zyx
+
+    sl = bbox_zyx(geometry, lesion.center_xyz_mm, 2.0 * lesion.radius_mm)
+    lab, _ = ndi.label(labels_zyx[sl] == NODULE)
+    c = np.rint(geometry.world_to_voxel_zyx(lesion.center_xyz_mm)).astype(int).ravel() - [s.start for s in sl]
+    k = lab[tuple(np.clip(c, 0, np.asarray(lab.shape) - 1))]
+    if k == 0:
+        return float(lesion.radius_mm)
+    vox = np.argwhere(lab == k) + [s.start for s in sl]
+    return float(np.linalg.norm(geometry.voxel_zyx_to_world(vox) - lesion.center_xyz_mm, axis=1).max())
 
 
 def mass_candidates(seriesuid: str, mass, rng: np.random.Generator, n: int = 8) -> pd.DataFrame:
@@ -136,7 +155,9 @@ def make_scan(seriesuid: str, rng_or_seed, cfg: SynthConfig | None = None, *, sh
                             positives_per_nodule=tuple(cfg.positives_per_nodule),
                             positive_offset=float(cfg.positive_offset))
     if masses:
-        exc_df = pd.concat([exc_df, _lesion_frame(seriesuid, masses, False, rng)], ignore_index=True)
+        mass_df = _lesion_frame(seriesuid, masses, False, rng)
+        mass_df["diameter_mm"] = [round(2 * enclosing_radius_mm(m, labels, geometry), 2) for m in masses]
+        exc_df = pd.concat([exc_df, mass_df], ignore_index=True)
         cands = pd.concat([cands, mass_candidates(seriesuid, masses[0], mrng)], ignore_index=True)
     meta = {"masses": len(masses), "noise_hu": sigma, "vessel_hu": vessel_hu, "n_vessel_segments": len(segs),
             "flipped": not geometry.is_identity_direction}

@@ -145,3 +145,18 @@ def test_segmenter_on_lung_box_equals_whole_volume():
     np.testing.assert_allclose(a.findings[cols].to_numpy(), b.findings[cols].to_numpy(), atol=0.05)
     np.testing.assert_allclose(a.findings["probability"], b.findings["probability"], atol=1e-3)
     assert np.count_nonzero(b.prob_zyx) < np.count_nonzero(a.prob_zyx)  # the body outside the box is skipped
+
+
+def test_mask_overlap_across_boxes():
+    """Two lesion masks on boxes of the same scan grid touch when one, grown by a voxel, meets the other
+    (detect drops a finding that touches a mass's mask: the same mass, its edge, a lobe)."""
+    from types import SimpleNamespace as NS
+
+    from pipeline.detect.scan import _overlaps
+
+    a = NS(start_zyx=(10, 10, 10), mask_zyx=np.ones((3, 3, 3), bool))
+    b = NS(start_zyx=(13, 10, 10), mask_zyx=np.ones((3, 3, 3), bool))  # next slice
+    c = NS(start_zyx=(15, 10, 10), mask_zyx=np.ones((3, 3, 3), bool))  # two empty slices between
+    assert _overlaps(a, b) and _overlaps(b, a) and not _overlaps(a, c) and _overlaps(a, c, 3)
+    d = NS(start_zyx=(12, 12, 12), mask_zyx=np.zeros((3, 3, 3), bool))
+    assert not _overlaps(a, d) and not _overlaps(d, a)
