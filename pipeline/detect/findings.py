@@ -50,7 +50,7 @@ def _priors(prob_zyx: np.ndarray, lung_zyx: np.ndarray, geom: Geometry, threshol
 
 
 def measure_findings(scan, found: pd.DataFrame, prob_zyx: np.ndarray, lung_zyx: np.ndarray, geom: Geometry,
-                     threshold: float, rescore=None) -> tuple[pd.DataFrame, list]:
+                     threshold: float, rescore=None, filled: np.ndarray | None = None) -> tuple[pd.DataFrame, list]:
     """Measure every finding of ``found`` (detect's columns) on ``scan``.
 
     Args:
@@ -58,6 +58,8 @@ def measure_findings(scan, found: pd.DataFrame, prob_zyx: np.ndarray, lung_zyx: 
             preprocessed grid ``geom``.
         threshold: the segmenter threshold (its components are the priors).
         rescore: ``f(xyz (N, 3)) -> classifier scores`` at new centres, or None (keep the scores).
+        filled: the filled lungs (:func:`pipeline.measure.masses.filled_lungs`) on ``geom``, or None
+            (computed here): where the lung mask finds no lesion, a mass is looked for inside them.
 
     Returns:
         (findings with the centre moved to each mask's centre, the original-grid voxel index updated,
@@ -72,9 +74,14 @@ def measure_findings(scan, found: pd.DataFrame, prob_zyx: np.ndarray, lung_zyx: 
     xyz = found[["coordX", "coordY", "coordZ"]].to_numpy(float)
     priors = _priors(prob_zyx, lung_zyx, geom, threshold, xyz)
     mid = midline_x_mm(scan.geometry, (lung_zyx, geom))
+    if filled is None:
+        from pipeline.measure.masses import filled_lungs
+
+        filled = filled_lungs(lung_zyx, geom)
     masks, rows = [], []
     for p, prior in zip(xyz, priors):
-        m = measure_lesion(scan, p, lung=(lung_zyx, geom), prior=prior, midline_mm=mid)
+        m = measure_lesion(scan, p, lung=(lung_zyx, geom), prior=prior, midline_mm=mid,
+                           filled=(filled.view(np.uint8), geom))
         masks.append(m.mask)
         rows.append(m.values)
     meas = pd.DataFrame(rows)

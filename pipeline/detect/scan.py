@@ -190,10 +190,12 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
                                max_candidates=cfg.max_candidates, min_size_mm=cfg.min_size_mm,
                                max_size_mm=None if cfg.measure else cfg.max_size_mm)
     searched = np.zeros(len(cands), bool)
+    filled = None
     if cfg.measure and box is not None:  # masses the segmenter may leave out: looked for by CT values
-        from pipeline.measure.masses import mass_seeds
+        from pipeline.measure.masses import filled_lungs, mass_seeds
 
-        seeds = mass_seeds(array, lung, geom)
+        filled = filled_lungs(lung, geom)
+        seeds = mass_seeds(array, lung, geom, filled=filled)
         if len(seeds):
             idx = np.clip(np.rint(geom.world_to_voxel_zyx(seeds)).reshape(-1, 3).astype(int), 0,
                           np.asarray(array.shape) - 1)
@@ -247,7 +249,7 @@ def detect_scan(scan: Scan, seg_model: torch.nn.Module, seg_cfg: dict, cls_model
 
         t = time.perf_counter()
         found, masks = measure_findings(scan, found, prob, lung, geom, cfg.seg_threshold,
-                                        rescore if use_cls else None)
+                                        rescore if use_cls else None, filled=filled)
         if use_cls:
             found["probability"] = combine(found["seg_score"].to_numpy(float), found["cls_score"].to_numpy(float),
                                            how)

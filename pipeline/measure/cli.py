@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 COLUMNS = ["coordX", "coordY", "coordZ", "type", "lungrads", "volume_mm3", "long_axis_mm", "short_axis_mm",
            "mean_diameter_mm", "max_diameter_3d_mm", "equivalent_diameter_mm", "solid_volume_mm3",
            "solid_mean_diameter_mm", "mean_hu", "median_hu", "image_number", "side", "note"]
@@ -43,13 +45,15 @@ def register(subparsers) -> None:
 
 def _measure_scan(scan, points, rows: list, extra: dict | None = None) -> None:
     from pipeline.measure.core import measure_lesion, midline_x_mm
+    from pipeline.measure.masses import filled_lungs
     from pipeline.preprocess import PreprocessConfig, preprocess_scan
 
     pre = preprocess_scan(scan, PreprocessConfig())
     lung = (pre.lung_zyx, pre.geometry)
     mid = midline_x_mm(scan.geometry, lung)
+    filled = (filled_lungs(pre.lung_zyx, pre.geometry).view(np.uint8), pre.geometry)
     for p in points:
-        m = measure_lesion(scan, p, lung=lung, midline_mm=mid)
+        m = measure_lesion(scan, p, lung=lung, midline_mm=mid, filled=filled)
         at = {"at_x": p[0], "at_y": p[1], "at_z": p[2]}
         rows.append({"seriesuid": scan.seriesuid, **(extra or {}).get(tuple(p), {}), **at,
                      **{k: m.values.get(k) for k in COLUMNS[:-1]}, "note": "; ".join(m.notes)})

@@ -118,8 +118,25 @@ def _within_prior(les: LesionMask, prior: np.ndarray) -> tuple[LesionMask, bool]
     return les, True
 
 
-def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
-                   midline_mm: float | None = None) -> Measurement:
+def measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None, midline_mm: float | None = None,
+                   filled=None) -> Measurement:
+    """Segment and measure the lesion at ``seed_xyz_mm``; where the lung mask finds none and
+    ``filled`` (``(mask_zyx, Geometry)``, :func:`pipeline.measure.masses.filled_lungs`) is given,
+    try again inside the filled lungs and keep that result only when it is a ``mass`` (a large
+    lesion the lung mask left out). See :func:`_measure_lesion` for the arguments."""
+    m = _measure_lesion(scan, seed_xyz_mm, lung=lung, prior=prior, midline_mm=midline_mm)
+    if filled is None or lung is None or m.values.get("measured"):
+        return m
+    mid = midline_x_mm(scan.geometry, lung) if midline_mm is None else midline_mm
+    again = _measure_lesion(scan, seed_xyz_mm, lung=filled, prior=prior, midline_mm=mid)
+    if again.values.get("type") == "mass":
+        again.notes.append("a mass outside the lung mask: measured inside the filled lungs")
+        return again
+    return m
+
+
+def _measure_lesion(scan, seed_xyz_mm, *, lung=None, prior=None,
+                    midline_mm: float | None = None) -> Measurement:
     """Segment and measure the lesion at ``seed_xyz_mm`` (world LPS mm) of ``scan``.
 
     Args:

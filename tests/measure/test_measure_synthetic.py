@@ -107,7 +107,7 @@ def test_mass_seeds_find_every_mass_and_no_nodule(scans):
     from pipeline.measure.masses import mass_seeds
 
     for sc, scan, pre in scans:
-        seeds = mass_seeds(pre.array_zyx, pre.lung_zyx, pre.geometry)
+        seeds = mass_seeds(pre.array_zyx, pre.lung_zyx, pre.geometry)  # inside the filled lungs
         masses = sc.excluded[sc.excluded["kind"] == "mass"]
         for r in masses.itertuples():
             d = np.linalg.norm(seeds - [r.coordX, r.coordY, r.coordZ], axis=1)
