@@ -176,13 +176,17 @@ def _parser():
 def stage_command(name: str):
     """(parsed args, module owning the subcommand, entry function name) of a stage's cmd."""
     words = shlex.split(dvc_stages()[name]["cmd"])
+    if words[:2] == ["python", "-m"] and words[2].startswith(f"{PKG}.") and _module_file(words[2]):
+        return None, words[2], "main"  # a module with its own small CLI (``python -m pipeline.dvcplots``)
     assert words[:3] == ["python", "-m", PKG], f"{name}: cmd is not `python -m {PKG} ...`"
     args = _parser().parse_args(words[3:])
     return args, args.func.__module__, args.func.__name__
 
 
 def stage_closure(name: str) -> set[str]:
-    _, module, _ = stage_command(name)
+    args, module, _ = stage_command(name)
+    if args is None:
+        return import_closure([module])
     return import_closure([f"{PKG}.__main__", f"{PKG}.cli", module])
 
 

@@ -50,8 +50,9 @@ class EvaluateResult:
 
 
 def write_froc_outputs(result, out_dir: str | os.PathLike, title: str = "FROC",
-                       extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write ``metrics.json``, ``froc.csv`` (<= 1000 rows), ``froc.png`` and ``missed.csv`` to ``out_dir``."""
+                       extra: dict[str, Any] | None = None, track: str | None = None) -> dict[str, Path]:
+    """Write ``metrics.json``, ``froc.csv`` (<= 1000 rows), ``froc_luna16.csv`` (the plot table of
+    :func:`luna16_plot_table`, labelled ``track``), ``froc.png`` and ``missed.csv`` to ``out_dir``."""
     from pipeline.evaluate.plots import plot_froc
 
     out = Path(out_dir)
@@ -64,10 +65,36 @@ def write_froc_outputs(result, out_dir: str | os.PathLike, title: str = "FROC",
     paths = {
         "metrics": write_json(out / "metrics.json", metrics),
         "froc_csv": write_csv(out / "froc.csv", curve),
+        "froc_luna16_csv": write_csv(out / "froc_luna16.csv", luna16_plot_table(result, track or out.name)),
         "missed": write_csv(out / "missed.csv", result.missed),
         "froc_png": plot_froc(result, out / "froc.png", title=title),
     }
     return paths
+
+
+LUNA16_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def luna16_plot_table(result, track: str, max_rows: int = MAX_CSV_ROWS) -> pd.DataFrame:
+    """``froc_luna16.csv``: the FROC curve between 1/8 and 8 FPs per scan (the range the CPM averages
+    over; its ends interpolated as the CPM does) and the seven LUNA16 operating points
+    (``operating_point`` = 1), each row labelled ``curve`` = "<track>: CPM <cpm>" (the legend of the
+    LUNA16 FROC plot template, ``.dvc/plots/froc_luna16.json``)."""
+    fps, sens = np.asarray(result.fps_per_scan, float), np.asarray(result.sensitivity, float)
+    idx = curve_rows(fps, max_rows)
+    fps_k, sens_k = fps[idx], sens[idx]
+    lo, hi = LUNA16_RATES[0], LUNA16_RATES[-1]
+    inside = (fps_k > lo) & (fps_k < hi)
+    ends = np.array([lo, hi])
+    ops = np.asarray(LUNA16_RATES)
+    at = lambda x: np.interp(x, fps, sens) if len(fps) else np.full(len(x), np.nan)
+    table = pd.DataFrame({
+        "fps_per_scan": np.r_[ends, fps_k[inside], ops],
+        "sensitivity": np.r_[at(ends), sens_k[inside], at(ops)],
+        "operating_point": np.r_[np.zeros(2 + int(inside.sum()), int), np.ones(len(ops), int)],
+    })
+    table["curve"] = f"{track}: CPM {result.cpm:.3f}"
+    return table.sort_values(["fps_per_scan", "operating_point"], kind="stable").reset_index(drop=True)
 
 
 def curve_rows(fps_per_scan: np.ndarray, max_rows: int = MAX_CSV_ROWS) -> np.ndarray:
@@ -232,7 +259,7 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         if masses is not None:  # lesions over 30 mm: not scored by the FROC, reported as masses?
             extra["masses"] = masses
             entry["masses_found"] = masses["fraction_found"]
-        write_froc_outputs(res, out / name, title=f"{name} FROC", extra=extra)
+        write_froc_outputs(res, out / name, title=f"{name} FROC", extra=extra, track=name)
         flat[name] = entry
         results[name] = res
         if progress:

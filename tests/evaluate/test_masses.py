@@ -42,3 +42,24 @@ def test_evaluate_reports_masses_found_for_a_track_with_findings(tmp_path):
     assert res.metrics["detection"]["sensitivity"]  # the FROC itself ignores the marks on the masses
     assert res.tracks["detection"].counts["ignored_excluded"] == 2
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["detection"]["masses_found"] == 1.0
+
+
+def test_luna16_plot_table_holds_the_cpm_range_and_the_seven_points():
+    """``froc_luna16.csv``: the curve clipped to 1/8..8 FPs per scan (ends interpolated as the CPM does),
+    the seven operating points flagged, each row labelled with the track's CPM."""
+    import numpy as np
+
+    from pipeline.evaluate.stage import LUNA16_RATES, luna16_plot_table
+
+    fps = np.array([0.0, 0.1, 0.3, 0.9, 2.5, 9.0, 20.0])
+    sens = np.array([0.0, 0.2, 0.4, 0.6, 0.7, 0.9, 0.95])
+    at = np.interp(LUNA16_RATES, fps, sens)
+    res = type("R", (), {"fps_per_scan": fps, "sensitivity": sens, "cpm": float(at.mean())})()
+    t = luna16_plot_table(res, "detection")
+    assert t["fps_per_scan"].between(0.125, 8).all() and t["fps_per_scan"].is_monotonic_increasing
+    ops = t[t["operating_point"] == 1]
+    np.testing.assert_allclose(ops["fps_per_scan"], LUNA16_RATES)
+    np.testing.assert_allclose(ops["sensitivity"], at)
+    assert set(t["curve"]) == {f"detection: CPM {at.mean():.3f}"}
+    curve = t[t["operating_point"] == 0]
+    assert list(curve["fps_per_scan"]) == [0.125, 0.3, 0.9, 2.5, 8.0]
