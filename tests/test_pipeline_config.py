@@ -74,6 +74,9 @@ def test_dvc_parses_the_pipeline():
         subcommands = set(build_parser()._subparsers._group_actions[0].choices)
         for name, stage in stages.items():
             words = stage.cmd.split()
+            if words[:2] == ["python", "-m"] and words[2].startswith("pipeline."):  # a module's own small CLI
+                assert (ROOT / (words[2].replace(".", "/") + ".py")).is_file(), name
+                continue
             assert words[:3] == ["python", "-m", "pipeline"], name
             assert words[3] in subcommands, f"{name}: unknown subcommand {words[3]}"
         # evaluate depends (through its deps) on every prediction-producing stage
