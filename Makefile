@@ -25,6 +25,7 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: $(CT_STAMP)
+	$(VENV)/bin/ruff check --output-format concise .
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q
 
 test-all: $(CT_STAMP)

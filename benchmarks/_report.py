@@ -22,7 +22,7 @@ def machine() -> str:
     """One line naming the machine: CPU model, cores, RAM, GPU (if torch sees one)."""
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
@@ -39,20 +39,20 @@ def machine() -> str:
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
-    except Exception:  # torch missing or broken: the CPU line still stands
-        pass
+    except (ImportError, RuntimeError, OSError):  # torch missing or broken: the CPU line stands
+        gpu = "no GPU"
     return f"{cpu}, {cores} cores, {mem_gb:.0f} GiB RAM, {gpu}"
 
 
 def update_section(name: str, markdown: str, doc: Path = DOC) -> Path:
     """Replace (or append) the block for ``name`` in ``docs/benchmarks.md``, atomically."""
     doc.parent.mkdir(parents=True, exist_ok=True)
-    text = doc.read_text() if doc.exists() else HEADER
+    text = doc.read_text(encoding="utf-8") if doc.exists() else HEADER
     stamp = _dt.date.today().isoformat()
     block = f"<!-- {name}:start -->\n{markdown.rstrip()}\n\n_Run {stamp} on: {machine()}._\n<!-- {name}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.DOTALL)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = doc.with_suffix(".md.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, doc)
     return doc

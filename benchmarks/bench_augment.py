@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _store(root: Path):
-    from pipeline.patches.dataset import PatchStore
     from pipeline.patches.config import PatchesConfig
+    from pipeline.patches.dataset import PatchStore
     from pipeline.patches.stage import run as patches
     from pipeline.preprocess.stage import run as preprocess
     from pipeline.synth import SynthConfig, generate
@@ -88,10 +88,10 @@ def main(argv=None) -> int:
         n = min(args.samples, len(store.index))
         pos = np.flatnonzero(store.index["label"].to_numpy() == 1)
         cases = [("2D planes 3x64x64 (classifier)", args.batch_2d,
-                  dict(rows=np.arange(len(store.index)), kind="2d", with_mask=False, crop=None)),
+                  {"rows": np.arange(len(store.index)), "kind": "2d", "with_mask": False, "crop": None}),
                  ("3D cubes 32^3 + masks (segmenter)", args.batch_3d,
-                  dict(rows=np.resize(pos, max(n, 64)), kind="3d",
-                       with_mask=True, crop=32))]
+                  {"rows": np.resize(pos, max(n, 64)), "kind": "3d",
+                   "with_mask": True, "crop": 32})]
         for name, batch, c in cases:
             best = {"old": 0.0, "new": 0.0}
             ratios = []

@@ -131,7 +131,7 @@ def model_dirs(tmp: Path) -> tuple[Path, str]:
         d = tmp / "models" / name
         d.mkdir(parents=True)
         torch.save(model.state_dict(), d / "model.pt")
-        (d / "config.json").write_text(json.dumps({"task": name, "kind": model.kind, "model": to_dict(cfg), **ctx}))
+        (d / "config.json").write_text(json.dumps({"task": name, "kind": model.kind, "model": to_dict(cfg), **ctx}), encoding="utf-8")
     return tmp / "models", "untrained (random init)"
 
 

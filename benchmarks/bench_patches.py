@@ -61,17 +61,17 @@ def main() -> None:
             print(("mmap" if mmap else "full load"), f"{rate[mmap]:.1f} patches/s", flush=True)
     md = "\n".join([
         "## Patch extraction (bench_patches.py)", "",
-        f"{args.scans} preprocessed scans {SHAPE} (z,y,x) int16, {args.per_scan} random candidates each; "
-        "per candidate one 48^3 cube + 3 orthogonal 64x64 planes (48 mm); best of "
-        f"{args.repeats}, warm page cache.", "",
+        (f"{args.scans} preprocessed scans {SHAPE} (z,y,x) int16, {args.per_scan} random candidates each; "
+         "per candidate one 48^3 cube + 3 orthogonal 64x64 planes (48 mm); best of "
+         f"{args.repeats}, warm page cache."), "",
         "| reader | patches / s |", "|---|---|",
         f"| ours: np.load(mmap_mode='r') | {rate[True]:.1f} |",
         f"| baseline: np.load (whole array) per scan | {rate[False]:.1f} |", "",
-        f"Ratio mmap / full load: **{rate[True] / rate[False]:.2f}x** at {args.per_scan} candidates per scan. "
-        f"One patch from a scan: {one[True]:.1f} ms with mmap vs {one[False]:.1f} ms loading the whole array "
-        f"({one[False] / one[True]:.0f}x). "
-        "(The whole-array read is paid once per scan, so the gap shrinks as candidates per scan grow; "
-        "mmap also keeps worker RSS at the touched pages instead of ~96 MB per scan).",
+        (f"Ratio mmap / full load: **{rate[True] / rate[False]:.2f}x** at {args.per_scan} candidates per scan. "
+         f"One patch from a scan: {one[True]:.1f} ms with mmap vs {one[False]:.1f} ms loading the whole array "
+         f"({one[False] / one[True]:.0f}x). "
+         "(The whole-array read is paid once per scan, so the gap shrinks as candidates per scan grow; "
+         "mmap also keeps worker RSS at the touched pages instead of ~96 MB per scan)."),
     ])
     print(md)
     from benchmarks._report import update_section

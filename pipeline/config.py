@@ -85,7 +85,7 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: params file not found")
-    with open(p) as fh:
+    with open(p, encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of sections")

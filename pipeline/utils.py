@@ -9,8 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
+from typing import Any, Self
 
 _TMP_NAME_BYTES = 64  # of a target's name kept in its temporary file's name
 
@@ -59,10 +58,12 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically (sorted keys, indent 2)."""
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> Path:
+    """Write JSON atomically (indent 2; keys sorted unless ``sort_keys=False``, which keeps the
+    dict's order, e.g. headline metrics first for ``dvc exp show``)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n",
+                       encoding="utf-8")
     return Path(path)
 
 
@@ -112,7 +113,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 class Timer:
     """``with Timer() as t: ...; t.seconds``"""
 
-    def __enter__(self) -> Timer:
+    def __enter__(self) -> Self:
         self.start = time.perf_counter()
         self.seconds = 0.0
         return self

@@ -46,7 +46,7 @@ def test_dvc_plots_show_draws_every_plot_offline(tmp_path):
 
     template = write_template(tmp_path / "template.html")
     page = _plots(tmp_path / "plots", template)
-    html = page.read_text()
+    html = page.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=[\"']https?:", html)  # nothing to fetch
     ids = re.findall(r"vegaEmbed\('#([^']+)'", html)
     assert len(ids) >= 3 and any("froc" in i.lower() for i in ids), ids
@@ -73,5 +73,5 @@ def test_dvcs_own_page_draws_nothing_offline(tmp_path):
 
     (tmp_path / "dvc_default.html").write_text(PAGE_HTML)
     page = _plots(tmp_path / "plots", tmp_path / "dvc_default.html")
-    assert "cdn.jsdelivr.net" in page.read_text()
+    assert "cdn.jsdelivr.net" in page.read_text(encoding="utf-8")
     assert 'class="marks"' not in _render(page, tmp_path)  # no chart at all

@@ -99,11 +99,11 @@ def _ensure_synth_keys(params_yaml: Path) -> list[str]:
     from pipeline.config import to_dict
     from pipeline.synth import SynthConfig
 
-    data = yaml.safe_load(params_yaml.read_text())
+    data = yaml.safe_load(params_yaml.read_text(encoding="utf-8"))
     missing = [k for k in SYNTH if k not in data.get("synth", {})]
     if missing:
         defaults = to_dict(SynthConfig())
-        lines = params_yaml.read_text().splitlines(keepends=True)
+        lines = params_yaml.read_text(encoding="utf-8").splitlines(keepends=True)
         at = next(i for i, ln in enumerate(lines) if ln.startswith("synth:")) + 1
         lines[at:at] = [f"  {k}: {_yaml_flow(defaults[k])}\n" for k in missing]
         params_yaml.write_text("".join(lines))
@@ -132,13 +132,13 @@ def project(request, tmp_path_factory) -> Project:
     sets = [f"synth.{k}={_yaml_flow(v)}" for k, v in SYNTH.items()] + [f"{k}={_yaml_flow(v)}" for k, v in SPEED.items()]
     folds = os.environ.get("LUNA16_E2E_FOLDS") or (None if request.param == 10 else request.param)
     if folds:
-        preset = yaml.safe_load((root / "configs" / "luna16.yaml").read_text())["cv"]["folds"]
+        preset = yaml.safe_load((root / "configs" / "luna16.yaml").read_text(encoding="utf-8"))["cv"]["folds"]
         sets.append("cv.folds=" + _yaml_flow(preset[:max(1, int(folds) - 1)]))  # + the main split = N folds
     args = [sys.executable, "-m", "pipeline", "preset", "configs/luna16.yaml", "--luna-root", "data/luna16"]
     for s in sets:
         args += ["--set", s]
     proj.run(*args, timeout=120)
-    proj.params = yaml.safe_load((root / "params.yaml").read_text())
+    proj.params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     assert proj.params["luna_root"] == "data/luna16"
     assert proj.params["patches"]["candidates_csv"] == "candidates_V2.csv"
     assert {k: proj.params["synth"][k] for k in SYNTH} == SYNTH
@@ -183,7 +183,7 @@ def test_each_fold_scores_exactly_its_test_subset(project):
         want = cands[cands["seriesuid"].map(subset_of) == k]
         scored = pd.read_csv(d / "scored.csv", dtype={"seriesuid": str})
         pred = pd.read_csv(d / "predictions.csv", dtype={"seriesuid": str})
-        uids = [ln for ln in (d / "seriesuids.csv").read_text().split() if ln]
+        uids = [ln for ln in (d / "seriesuids.csv").read_text(encoding="utf-8").split() if ln]
         if sorted(uids) != sorted(scans.loc[scans["subset"] == k, "seriesuid"]):
             problems.append(f"fold {k}: seriesuids.csv {uids} is not subset {k}'s scans")
         rows.append(f"fold {k}: {len(pred)} rows scored / {len(want)} candidates CSV rows")
@@ -206,7 +206,7 @@ def test_pooled_folds_cover_every_scan(project):
     dirs = _fold_dirs(project)
     folds = sorted(dirs)
     want = set(scans.loc[scans["subset"].isin(folds), "seriesuid"])
-    pooled_uids = [u for d in dirs.values() for u in (d / "seriesuids.csv").read_text().split()]
+    pooled_uids = [u for d in dirs.values() for u in (d / "seriesuids.csv").read_text(encoding="utf-8").split()]
     pred = pd.concat([pd.read_csv(d / "predictions.csv", dtype={"seriesuid": str}) for d in dirs.values()])
     assert sorted(pooled_uids) == sorted(want)  # each scan in exactly one fold
     assert set(pred["seriesuid"]) == want & set(cands["seriesuid"])
@@ -216,20 +216,20 @@ def test_pooled_folds_cover_every_scan(project):
 
 def test_froc_cli_reproduces_cv_cpm(project, tmp_path):
     luna = project.root / project.params["luna_root"]
-    metrics = json.loads((project.root / "eval" / "metrics.json").read_text())
+    metrics = json.loads((project.root / "eval" / "metrics.json").read_text(encoding="utf-8"))
     d = project.root / "data" / "predict"
     # as evaluate pools them: --track cv=data/predict/fpr,data/predict/cv (its fold_K folders, sorted)
     folds = [d / "fpr"] + sorted(p for p in (d / "cv").iterdir() if (p / "predictions.csv").is_file())
     pd.concat([pd.read_csv(p / "predictions.csv", dtype={"seriesuid": str}) for p in folds]).to_csv(
         tmp_path / "predictions.csv", index=False)
-    (tmp_path / "seriesuids.csv").write_text("".join((p / "seriesuids.csv").read_text() for p in folds))
+    (tmp_path / "seriesuids.csv").write_text("".join((p / "seriesuids.csv").read_text(encoding="utf-8") for p in folds))
     p = project.run(sys.executable, "-m", "pipeline", "froc", "--annotations", str(luna / "annotations.csv"),
                     "--excluded", str(luna / "annotations_excluded.csv"),
                     "--seriesuids", str(tmp_path / "seriesuids.csv"), "--predictions", str(tmp_path / "predictions.csv"),
                     "--out", str(tmp_path / "froc"), "--bootstrap", str(project.params["evaluate"]["bootstrap"]),
                     "--seed", str(project.params["evaluate"]["seed"]),
                     "--max-marks", str(project.params["evaluate"]["max_marks"]), timeout=300)
-    cpm = json.loads((tmp_path / "froc" / "metrics.json").read_text())["cpm"]
+    cpm = json.loads((tmp_path / "froc" / "metrics.json").read_text(encoding="utf-8"))["cpm"]
     assert cpm == pytest.approx(metrics["cv"]["cpm"], abs=1e-12), p.stdout
 
 

@@ -77,7 +77,7 @@ def test_run_log_file_and_logging(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="pipeline.runlog"):
         assert write_run_log("synth", {"seconds": 1.5, "per_scan": {"a": 0.5}}, path) == path
         assert write_run_log("synth", {"seconds": 2.0}) is None  # no file: only logged
-    rec = json.loads(path.read_text())
+    rec = json.loads(path.read_text(encoding="utf-8"))
     assert rec["stage"] == "synth" and rec["seconds"] == 1.5 and rec["per_scan"] == {"a": 0.5}
     assert {"finished_utc", "host", "pid"} <= set(rec)
     assert "synth run: seconds=1.5" in caplog.text and "synth run: seconds=2.0" in caplog.text

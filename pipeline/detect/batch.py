@@ -149,7 +149,7 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     key = run_key(cls_dir, seg_dir, cfg)
     key_file = out / "scans" / "run_key.txt"
     try:
-        old_key = key_file.read_text().strip() if key_file.is_file() else None
+        old_key = key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else None
     except (OSError, UnicodeDecodeError):
         old_key = ""
     stale = old_key != key if old_key is not None else any((out / "scans").glob("*.json"))

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MASS_MIN_MM = 30.0
-COORDS = ["coordX", "coordY", "coordZ"]
+from pipeline.evaluate.froc import COORDS
+
+MASS_MIN_MM = 30.0  # = pipeline.measure.metrics.MASS_MM (not imported: evaluate needs no measure code)
 
 
 def mass_recall(excluded: pd.DataFrame, findings: pd.DataFrame, seriesuids: Sequence[str],

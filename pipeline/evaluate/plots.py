@@ -38,12 +38,14 @@ def plot_froc(result, path: str | os.PathLike, title: str = "FROC") -> Path:
         cpm = result.cpm
         ci = result.cpm_ci
         ci_txt = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if np.isfinite(ci).all() else ""
-        ax.set_title(f"{title}: CPM {cpm:.3f}{ci_txt}" if np.isfinite(cpm) else f"{title}: CPM undefined")
+        caption = f"{title}: CPM {cpm:.3f}{ci_txt}" if np.isfinite(cpm) else f"{title}: CPM undefined"
+        ax.set_title(caption)
         ax.grid(True, which="both", ls=":", alpha=0.6)
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
+            # the title also as PNG text (``Title``), so a test can hold it against metrics.json
+            fig.savefig(tmp, format="png", metadata={"Title": caption})
     finally:
         plt.close(fig)
     return Path(path)

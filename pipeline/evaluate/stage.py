@@ -241,11 +241,11 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         res = froc(ann, exc, data["seriesuids"], data["predictions"], max_marks=cfg.max_marks,
                    bootstrap=cfg.bootstrap, seed=cfg.seed)
         extra: dict[str, Any] = {"folds": [str(d) for d in data["dirs"]]}
-        entry: dict[str, Any] = {"cpm": res.to_metrics()["cpm"], "sensitivity": res.to_metrics()["sensitivity"],
-                                 "cpm_ci": res.to_metrics()["ci"]["cpm"]}
+        # headline only (the sensitivity at each rate is in <track>/metrics.json)
+        entry: dict[str, Any] = {"cpm": res.to_metrics()["cpm"], "cpm_ci": res.to_metrics()["ci"]["cpm"]}
         if data["scored"] is not None:
             extra["classifier"] = _classifier(data["scored"], cfg)
-            keys = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
+            keys = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
             summary = {k: extra["classifier"][k] for k in keys}
             if name == "fpr":
                 flat["classifier"] = summary
@@ -264,8 +264,10 @@ def run(luna_dir: str | os.PathLike, tracks: dict[str, list[Path]], out_dir: str
         results[name] = res
         if progress:
             log.info("%s: CPM %.4f (95%% CI %s), %s", name, res.cpm, entry["cpm_ci"], res.counts)
-    flat = _nan_to_none(flat)
-    write_json(out / "metrics.json", flat)
+    # CPMs first (fpr, detection, cv), then the classifier: `dvc exp show` keeps this order
+    order = [t for t in ("fpr", "detection", "cv") if t in flat] + sorted(set(flat) - {"fpr", "detection", "cv"})
+    flat = _nan_to_none({k: flat[k] for k in order})
+    write_json(out / "metrics.json", flat, sort_keys=False)
     return EvaluateResult(out_dir=out, metrics=flat, tracks=results)
 
 

@@ -37,7 +37,6 @@ from pipeline.errors import ConfigError
 from pipeline.models.inputs import IMAGENET_MEAN_STD
 from pipeline.models.weights import Encoder, load_checked, provenance, read_state
 
-
 log = logging.getLogger(__name__)
 LITE_MEAN_STD = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)  # TF Lite builder: (x - 127) / 128
 

@@ -17,7 +17,7 @@ AIR_HU = -1000
 
 def cube_shape_zyx(cube_mm: float, spacing_zyx_mm: Sequence[float]) -> tuple[int, int, int]:
     """Voxels per axis of a ``cube_mm`` cube at ``spacing_zyx_mm`` (48 at 1 mm)."""
-    return tuple(max(1, int(round(cube_mm / s))) for s in spacing_zyx_mm)
+    return tuple(max(1, round(cube_mm / s)) for s in spacing_zyx_mm)
 
 
 def crop_padded(volume_zyx: np.ndarray, start_zyx: Sequence[int], size_zyx: Sequence[int],

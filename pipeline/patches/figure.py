@@ -39,13 +39,13 @@ def plot_patches(patches_dir: str | os.PathLike, out_png: str | os.PathLike, n: 
     if summ.is_file():
         import json
 
-        mode = json.loads(summ.read_text()).get("params", {}).get("planes", mode)
+        mode = json.loads(summ.read_text(encoding="utf-8")).get("params", {}).get("planes", mode)
     names = {"orthogonal": ["axial", "coronal", "sagittal"], "adjacent": ["z-1", "z", "z+1"],
              "axial": ["axial", "axial", "axial"]}[mode]
     axial_ch = 1 if mode == "adjacent" else 0
     planes, cubes = store.planes(rows), store.cubes(rows)
     fig, axes = plt.subplots(len(rows), 5, figsize=(10, 2.1 * len(rows)), squeeze=False)
-    kw = dict(cmap="gray", vmin=-1000, vmax=400)
+    kw = {"cmap": "gray", "vmin": -1000, "vmax": 400}
     for r, (s, pl, cu) in enumerate(zip(rows, planes, cubes)):
         row = store.index.iloc[s]
         lab = "nodule" if row["label"] == 1 else "negative"

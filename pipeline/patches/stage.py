@@ -30,7 +30,13 @@ from pipeline.io.geometry import Geometry
 from pipeline.io.luna16 import index_root, read_annotations, read_candidates
 from pipeline.patches.config import PatchesConfig
 from pipeline.patches.nodules import nodule_table
-from pipeline.patches.sampling import COORDS, INDEX_COLUMNS, VOXEL_COLUMNS, label_candidates, select_samples
+from pipeline.patches.sampling import (
+    COORDS,
+    INDEX_COLUMNS,
+    VOXEL_COLUMNS,
+    label_candidates,
+    select_samples,
+)
 from pipeline.patches.splits import assign_splits, check_no_leakage
 from pipeline.progress import ProgressLog
 from pipeline.runlog import write_run_log
@@ -212,7 +218,7 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
     summary = {
         "params": to_dict(cfg), "n_samples": len(index), "n_shards": n_shards,
         "n_scans": len(groups), "skipped_scans": missing, "counts": counts,
-        "n_candidates": int((index["shifted"] == 0).sum()), "candidates_csv_rows": int(len(cands)),
+        "n_candidates": int((index["shifted"] == 0).sum()), "candidates_csv_rows": len(cands),
         "n_nodules": int((nodules["kind"] == "nodule").sum()), "n_excluded": int((nodules["kind"] == "excluded").sum()),
         "n_masses": int((nodules["kind"] == "mass").sum()),
         "n_shifted": int(index["shifted"].sum()), "cube_shape_zyx": list(cube_shape),

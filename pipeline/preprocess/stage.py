@@ -73,7 +73,7 @@ def _peak_rss_mb() -> float:
     """Peak RSS of this process in MB: ``VmHWM`` (reset by exec, unlike ``ru_maxrss`` which a
     spawned worker inherits from its parent), falling back to ``getrusage``."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:

@@ -94,7 +94,7 @@ def git_file(repo: Path, rev: str, path: str) -> str | None:
     """Text of ``path`` at ``rev`` (``workspace``: the file on disk); None when absent."""
     if rev == "workspace":
         p = repo / path
-        return p.read_text() if p.is_file() else None
+        return p.read_text(encoding="utf-8") if p.is_file() else None
     res = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=False)
     return res.stdout if res.returncode == 0 else None
 
@@ -105,12 +105,23 @@ def curve(repo: Path, rev: str, metric: str = "val/val_auc") -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text), sep="\t") if text else pd.DataFrame(columns=["step"])
 
 
+def seconds_per_epoch(repo: Path, rev: str) -> float:
+    """Mean training seconds per epoch at ``rev``: DVCLive's ``timings.json`` (older commits: the
+    ``perf/seconds`` curve, when timings were still logged as metrics); NaN when neither exists."""
+    text = git_file(repo, rev, f"{LIVE}/timings.json")
+    if text:
+        secs = json.loads(text).get("seconds_per_epoch") or []
+        return float(np.mean(secs)) if secs else np.nan
+    sec = curve(repo, rev, "perf/seconds")
+    return float(sec.iloc[:, -1].mean()) if len(sec) else np.nan
+
+
 def feature_timings(cache: Path | None = None) -> list[dict]:
     """Meta records of the linear-probe feature cache (encoder, weights id, seconds per patch)."""
     from pipeline.train.features import cache_dir
 
     d = cache or cache_dir()
-    return [json.loads(p.read_text()) for p in sorted(Path(d).glob("*.json"))] if Path(d).is_dir() else []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(d).glob("*.json"))] if Path(d).is_dir() else []
 
 
 def collect(repo: str | os.PathLike, *, include_workspace: bool = False, all_commits: bool = False,
@@ -142,8 +153,7 @@ def collect(repo: str | os.PathLike, *, include_workspace: bool = False, all_com
         r["encoder"], r["weights"] = p.get("encoder"), p.get("weights", "pretrained")
         r["kind"] = "3D" if str(r["encoder"]).startswith(("ct_", "medicalnet")) else "2D"
         r["val_auc"] = curve(repo, r["rev"], "val/val_auc")
-        sec = curve(repo, r["rev"], "perf/seconds")
-        r["seconds_per_epoch"] = float(sec.iloc[:, -1].mean()) if len(sec) else np.nan
+        r["seconds_per_epoch"] = seconds_per_epoch(repo, r["rev"])
         match = [f for f in feats if f.get("encoder") == r["encoder"] and f.get("kind") == r["kind"].lower()
                  and str(f.get("weights", "")).startswith("tensors:") == (r["weights"] == "none")
                  and (store is None or f.get("store") == store)]

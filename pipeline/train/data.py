@@ -209,7 +209,7 @@ class EpochSampler(Sampler[int]):
         self._pos, self._neg = np.flatnonzero(pos), np.flatnonzero(~pos)
         n_neg = len(self._neg)
         if self.neg_ratio is not None:
-            n_neg = min(n_neg, int(math.floor(self.neg_ratio * max(len(self._pos), 1))))
+            n_neg = min(n_neg, math.floor(self.neg_ratio * max(len(self._pos), 1)))
         self.n_neg_per_epoch = n_neg
         pool = len(self.labels) if self.neg_ratio is None else len(self._pos) + n_neg
         self.n = math.ceil(pool / self.world)

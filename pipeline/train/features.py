@@ -101,7 +101,7 @@ def store_features(model, store, device: torch.device | None = None, amp=None,
     path = d / f"{parts['encoder']}-{parts['key'][:24]}.npy"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("key") == parts["key"]:
             feats = np.load(path)
             if feats.shape[0] == len(store):

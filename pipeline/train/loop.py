@@ -31,6 +31,7 @@ from pipeline.runtime import (
 )
 from pipeline.train import distributed as ddp
 from pipeline.train.data import EpochSampler
+from pipeline.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,10 @@ class Trainer:
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                     "rng": rng, "world_size": self.world,
                     **{k: state[k] for k in ("epoch", "step", "best", "best_score", "bad", "history")}})
-            if live is not None:
-                for k, v in {**m, **perf}.items():
+            if live is not None:  # results only: timings go to the run log and timings.json
+                for k, v in m.items():
                     if k != "epoch" and isinstance(v, (int, float)) and not math.isnan(v):
-                        live.log_metric(f"{'train' if k.startswith('train') else 'val' if k.startswith('val') else 'perf'}/{k}", v)
+                        live.log_metric(f"{'val' if k.startswith('val') else 'train'}/{k}", v)
                 live.next_step()
             if plog is not None:
                 mon = self.task.monitor
@@ -238,6 +239,11 @@ class Trainer:
                 break
         if live is not None:
             live.end()
+            # per-epoch timings beside (not in) the DVC metrics: a rerun with the same results leaves
+            # metrics.json and the curves byte-identical; this file differs by machine and load
+            write_json(Path(live.dir) / "timings.json", {
+                "seconds_per_epoch": [round(p["seconds"], 2) for p in perf_hist],
+                "samples_per_s": [round(p["samples_per_s"], 1) for p in perf_hist]})
         ddp.barrier()  # model.pt / last.pt written (rank 0) before any rank goes on
         wall = time.perf_counter() - t_fit
         hist = state["history"]

@@ -75,7 +75,7 @@ def check_complete(patches: Path, rows: pd.DataFrame, subsets: list[int], luna_r
                         f"{len(missing)} missing in {len(miss_uids)} scan(s), e.g. {miss_uids[:1]} (failed "
                         "preprocessing, or a store cut with another candidates file): fix and rerun patches; "
                         "a partial prediction file would undercount false positives")
-    return int(len(want))
+    return len(want)
 
 
 def predict(model_dir: str | os.PathLike, patches_dir: str | os.PathLike, out_dir: str | os.PathLike, *,

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from pipeline.config import to_dict
 from pipeline.errors import DataError
-from pipeline.train.config import TrainConfig
 from pipeline.runlog import write_run_log
+from pipeline.train.config import TrainConfig
 from pipeline.utils import read_json, write_json
 
 log = logging.getLogger(__name__)

@@ -87,16 +87,16 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
     assert (measured["diameter_mm"] == measured["mean_diameter_mm"]).all() and measured["side"].isin(["L", "R"]).all()
     assert set(f["seriesuid"]) == {"1.2.3.100", "case_flipped", DICOM_UID}
     assert f.groupby("scan").size().max() <= 3
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert run["counts"]["ok"] == 3 and run["counts"]["failed"] == 2 and run["counts"]["bad_arguments"] == 1
     assert "seconds" not in json.dumps(run) and "device" not in run  # timings/host: in the run log only
-    runlog = json.loads((tmp_path / "logs" / "detect.json").read_text())
+    runlog = json.loads((tmp_path / "logs" / "detect.json").read_text(encoding="utf-8"))
     assert set(runlog["seconds_per_scan"]) >= {"io", "preprocess", "segmenter", "candidates", "classifier"}
     assert runlog["device"] == "cpu" and runlog["skipped_done"] == 0 and len(runlog["per_scan"]) == 5
-    assert all("seconds" not in json.loads(p.read_text()) for p in (out / "scans").glob("*.json"))
+    assert all("seconds" not in json.loads(p.read_text(encoding="utf-8")) for p in (out / "scans").glob("*.json"))
     assert re.search(r"detect: 5/5 \(100%\) elapsed \d+s, ETA 0s, ", caplog.text)
     assert run["models"]["segmenter"]["model_sha256"]
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert "case_flipped" in html and "not a CT series" in html and "<img src='report/" in html
     for png in (out / "report").glob("*.png"):
         assert png.stat().st_size > 1000
@@ -128,13 +128,13 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
     rc2 = _cli([*paths, "--model", model_root, "--out", out, "--save-maps"], tmp_path, caplog)
     assert rc2 == 3
     assert {p: p.stat().st_mtime_ns for p in done} == done
-    assert json.loads((tmp_path / "logs" / "detect.json").read_text())["skipped_done"] == 3
+    assert json.loads((tmp_path / "logs" / "detect.json").read_text(encoding="utf-8"))["skipped_done"] == 3
     assert (out / "report.html").read_bytes() == report  # resumed run: same bytes
     pd.testing.assert_frame_equal(pd.read_csv(out / "findings.csv", dtype={"seriesuid": str}), f)
     # a changed detection param (or model) invalidates the per-scan results: every scan is redone
     rc3 = _cli([*paths, "--model", model_root, "--out", out, "--max-findings", "1"], tmp_path, caplog)
     assert rc3 == 3
-    assert json.loads((tmp_path / "logs" / "detect.json").read_text())["skipped_done"] == 0
+    assert json.loads((tmp_path / "logs" / "detect.json").read_text(encoding="utf-8"))["skipped_done"] == 0
     assert "redoing every scan" in caplog.text
     f3 = pd.read_csv(out / "findings.csv", dtype={"seriesuid": str})
     assert f3.groupby("seriesuid").size().max() <= 1

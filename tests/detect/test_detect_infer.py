@@ -25,7 +25,7 @@ def test_infer_stage_writes_submission_and_all_seriesuids(model_root, tmp_path):
     # a scan that fails: it must still be listed in seriesuids.csv (the FROC counts it)
     bad = luna / "subset0" / "1.2.840.12.mhd"
     shutil.copy(luna / "subset0" / "1.2.840.10.mhd", bad)
-    bad.write_text(bad.read_text().replace("ElementDataFile = 1.2.840.10.raw", "ElementDataFile = gone.raw"))
+    bad.write_text(bad.read_text(encoding="utf-8").replace("ElementDataFile = 1.2.840.10.raw", "ElementDataFile = gone.raw"))
     (tmp_path / "params.yaml").write_text(PARAMS)
     old = os.getcwd()
     os.chdir(tmp_path)

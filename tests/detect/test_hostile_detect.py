@@ -66,7 +66,7 @@ def _subprocess(args, cwd: Path, timeout=120) -> subprocess.CompletedProcess:
 
 
 def _runlog(cwd: Path) -> dict:
-    return json.loads((cwd / "logs" / "detect.json").read_text())
+    return json.loads((cwd / "logs" / "detect.json").read_text(encoding="utf-8"))
 
 
 def _findings(out: Path) -> pd.DataFrame:  # coordinates as floats even when a subset prints as whole numbers
@@ -113,7 +113,7 @@ def test_results_keyed_by_content_not_file_name(model, tmp_path):
                            fa[["coordX", "coordY", "coordZ"]].to_numpy()[:1])
     results = sorted(p.name for p in (out / "scans").glob("scan*.json"))
     assert len(results) == 2 and "scan.json" in results  # the second went to scan-<content hash>.json
-    idents = {json.loads((out / "scans" / r).read_text())["identity"] for r in results}
+    idents = {json.loads((out / "scans" / r).read_text(encoding="utf-8"))["identity"] for r in results}
     assert len(idents) == 2
 
     # both together: each reused (no re-detection), each with its own findings
@@ -195,12 +195,12 @@ def test_one_writer_per_out_folder(model, tmp_path, capsys):
     # the kernel released the dead holder's lock: the next run goes ahead
     assert _cli([tmp_path / "in", "--model", model, "--out", out, "--max-findings", "1"], tmp_path) == 0
     assert _findings(out).groupby("scan").size().max() <= 1
-    assert json.loads((out / "run.json").read_text())["config"]["max_findings"] == 1
+    assert json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]["max_findings"] == 1
 
     holder = _hold_lock(out, 2)
     try:
         assert _cli([tmp_path / "in", "--model", model, "--out", out, "--wait", "60"], tmp_path) == 0
-        assert json.loads((out / "run.json").read_text())["config"]["max_findings"] == 3
+        assert json.loads((out / "run.json").read_text(encoding="utf-8"))["config"]["max_findings"] == 3
     finally:
         holder.wait(timeout=60)
 
@@ -214,7 +214,7 @@ def test_out_is_a_file_or_under_a_file(model, tmp_path):
     _one_line_error(proc, "taken.txt", "existing file")
     proc = _subprocess([tmp_path / "in", "--model", model, "--out", f / "sub" / "out"], tmp_path)
     _one_line_error(proc, "taken.txt", "which is a file")
-    assert f.read_text() == "not a folder\n"
+    assert f.read_text(encoding="utf-8") == "not a folder\n"
     assert not lock_path(f).exists()  # refused before any lock or folder was made
 
 
@@ -292,7 +292,7 @@ def test_counts_add_up_bad_scan_listed_no_identifiers(model, tmp_path, caplog, c
     out = tmp_path / "out"
     rc = _cli([*paths, "--model", model, "--out", out], tmp_path, caplog)
     assert rc == 3
-    counts = json.loads((out / "run.json").read_text())["counts"]
+    counts = json.loads((out / "run.json").read_text(encoding="utf-8"))["counts"]
     assert counts == {"inputs": 7, "scans": 5, "ok": 3, "failed": 2, "bad_arguments": 1, "duplicates": 2,
                       "findings": counts["findings"]}
     assert counts["scans"] == counts["ok"] + counts["failed"]

@@ -88,7 +88,7 @@ def test_out_holding_user_files_is_refused(model, tmp_path):
     err = proc.stderr.decode()
     assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
     assert "holds files this stage did not write (e.g. 'findings.csv'" in err and "--force" in err, err
-    assert (mine / "findings.csv").read_text() == "my own notes\n"
+    assert (mine / "findings.csv").read_text(encoding="utf-8") == "my own notes\n"
     assert sorted(os.listdir(mine)) == ["findings.csv"]
     ok = _run(["--model", str(model), "--out", str(tmp_path / "new"), str(tmp_path / "in")], tmp_path)
     assert ok.returncode == 0, ok.stderr.decode()[-2000:]

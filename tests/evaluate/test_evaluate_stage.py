@@ -50,15 +50,17 @@ def test_evaluate_pools_folds_and_writes_dvc_outputs(tmp_path):
     rc = main(["evaluate", "--luna", str(luna), "--track", f"fpr={f0},{f1}", "--track", f"detection={det}",
                "--out", str(out), "--params", str(params)])
     assert rc == 0
-    flat = json.loads((out / "metrics.json").read_text())
+    flat = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert flat["fpr"]["cpm"] == pytest.approx(4 / 6) and len(flat["fpr"]["cpm_ci"]) == 2
-    assert set(flat["fpr"]["sensitivity"]) == {"0.125", "0.25", "0.5", "1", "2", "4", "8"}
+    assert list(flat) == ["fpr", "detection", "classifier"] and "sensitivity" not in flat["fpr"]  # headline, CPMs first
+    assert set(json.loads((out / "fpr" / "metrics.json").read_text(encoding="utf-8"))["sensitivity"]) == {
+        "0.125", "0.25", "0.5", "1", "2", "4", "8"}
     assert flat["classifier"]["accuracy"] == 1.0 and flat["classifier"]["auc"] == 1.0
     assert flat["detection"]["cpm"] == 1.0 and flat["detection"]["segmentation"] == {"dice": 0.7}
     for track in ("fpr", "detection"):
         for name in ("metrics.json", "froc.csv", "froc.png", "missed.csv"):
             assert (out / track / name).stat().st_size > 0
-    m = json.loads((out / "fpr" / "metrics.json").read_text())
+    m = json.loads((out / "fpr" / "metrics.json").read_text(encoding="utf-8"))
     assert m["counts"]["n_scans"] == 6 and m["counts"]["missed"] == 2 and m["counts"]["ignored_excluded"] == 2
     assert m["counts"]["fp"] == 6 * 4 + 4 and m["bootstrap"] == 50 and m["seed"] == 3
     curve = pd.read_csv(out / "fpr" / "froc.csv")

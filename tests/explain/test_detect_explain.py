@@ -33,7 +33,7 @@ def test_detect_explain_report_and_explain_detect_dir(tmp_path):
         rc = main(["detect", "in", "--model", "models/classifier", "--out", "out", "--explain",
                    "--params", "params.yaml", "--no-progress"])
         assert rc == 0
-        html = Path("out/report.html").read_text()
+        html = Path("out/report.html").read_text(encoding="utf-8")
         crops = re.findall(r"<img src='(report/[^/']+\.png)' alt='finding crops'>", html)
         maps = re.findall(r"<img src='(report/explain/[^']+\.png)'", html)
         assert crops and len(maps) == len(crops)

@@ -93,7 +93,7 @@ def test_stage_writes_figures_and_held_out_probe_metrics(blob_model, blob_patche
     assert len(list((out / "samples").glob("*.png"))) == 4
     arr = np.load(min((out / "samples").glob("*_occlusion.npy")))
     assert arr.shape == (32, 32) and arr.dtype == np.float32
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved == json.loads(json.dumps(m))
     idx = PatchStore(blob_patches).index
     assert saved["linear_probe_fit_split"] == "val" and saved["linear_probe_eval_split"] == "test"

@@ -38,7 +38,7 @@ def _refused(path, match, fn=read_scan):
 def test_mhd_byte_order_flag_contradicting_the_data(tmp_path, ct):
     arr, g = ct
     p = write_scan(arr, g, tmp_path / "s.mhd")
-    text = p.read_text()
+    text = p.read_text(encoding="utf-8")
     assert "BinaryDataByteOrderMSB = False" in text
     p.write_text(text.replace("BinaryDataByteOrderMSB = False", "BinaryDataByteOrderMSB = True"))
     _refused(p, r"voxel bytes are in the other byte order: as read \d+% of voxels are plausible HU, swapped 100%")
@@ -51,7 +51,7 @@ def test_zraw_truncated_without_compressed_size(tmp_path, ct):
     p = write_scan(arr, g, tmp_path / "z.mhd", compress=True)
     z = tmp_path / "z.zraw"
     np.testing.assert_array_equal(read_scan(p).array_zyx, arr)
-    p.write_text("".join(ln for ln in p.read_text().splitlines(True) if not ln.startswith("CompressedDataSize")))
+    p.write_text("".join(ln for ln in p.read_text(encoding="utf-8").splitlines(True) if not ln.startswith("CompressedDataSize")))
     np.testing.assert_array_equal(read_scan(p).array_zyx, arr)  # no size line: still read when whole
     z.write_bytes(z.read_bytes()[: z.stat().st_size // 2])
     _refused(p, r"truncated compressed data file 'z\.zraw': it decompresses to \d+ bytes, the header's size "

@@ -158,7 +158,7 @@ def test_dicom_unsigned_without_rescale_rejected(tmp_path, hu):
 def test_implausible_spacing_rejected(tmp_path, hu, spacing, match):
     arr, geom = hu
     p = write_scan(arr, geom, tmp_path / "s.mhd")
-    p.write_text(re.sub(r"ElementSpacing = .*", f"ElementSpacing = {spacing}", p.read_text()))
+    p.write_text(re.sub(r"ElementSpacing = .*", f"ElementSpacing = {spacing}", p.read_text(encoding="utf-8")))
     _one_line_error(p, match)
 
 
@@ -195,7 +195,7 @@ def test_mhd_truncated_raw(tmp_path, hu):
 def test_mhd_truncated_headers(tmp_path, hu):
     arr, geom = hu
     p = write_scan(arr, geom, tmp_path / "h.mhd")
-    text = p.read_text()
+    text = p.read_text(encoding="utf-8")
     cut = tmp_path / "cut.mhd"
     cut.write_text(text[: text.index("DimSize")])
     _one_line_error(cut, r"no DimSize or ElementDataFile line|no ElementDataFile")
@@ -223,13 +223,13 @@ def test_mhd_garbage_and_oversized_headers(tmp_path, hu):
     huge.write_bytes(b"x" * (2 << 20))
     _one_line_error(huge, r"header is 2097152 bytes; a MetaImage \.mhd header is a short text file")
     big = tmp_path / "bigdims.mhd"
-    big.write_text(p.read_text().replace("DimSize = 18 20 6", "DimSize = 100000 100000 100000"))
+    big.write_text(p.read_text(encoding="utf-8").replace("DimSize = 18 20 6", "DimSize = 100000 100000 100000"))
     _one_line_error(big, "implausibly large")
     etype = tmp_path / "etype.mhd"
-    etype.write_text(p.read_text().replace("MET_SHORT", "MET_BANANA"))
+    etype.write_text(p.read_text(encoding="utf-8").replace("MET_SHORT", "MET_BANANA"))
     _one_line_error(etype, "unsupported or missing ElementType 'MET_BANANA'")
     missing = tmp_path / "missing.mhd"
-    missing.write_text(p.read_text().replace("g.raw", "gone.raw"))
+    missing.write_text(p.read_text(encoding="utf-8").replace("g.raw", "gone.raw"))
     _one_line_error(missing, "header points to missing data file 'gone.raw'")
 
 
@@ -245,7 +245,7 @@ def test_mhd_data_file_outside_folder_warns(tmp_path, hu, caplog):
     write_scan(arr, geom, tmp_path / "elsewhere" / "data.mhd")
     hdr = tmp_path / "in" / "scan.mhd"
     hdr.parent.mkdir()
-    hdr.write_text((tmp_path / "elsewhere" / "data.mhd").read_text()
+    hdr.write_text((tmp_path / "elsewhere" / "data.mhd").read_text(encoding="utf-8")
                    .replace("ElementDataFile = data.raw", "ElementDataFile = ../elsewhere/data.raw"))
     with caplog.at_level(logging.WARNING, logger="pipeline"):
         scan = read_scan(hdr)

@@ -39,7 +39,7 @@ def test_roundtrip_volume_formats(tmp_path, volume, suffix):
 def test_mhd_header_like_luna16(tmp_path, volume):
     arr, geom = volume
     write_scan(arr, geom, tmp_path / f"{UID}.mhd")
-    header = (tmp_path / f"{UID}.mhd").read_text()
+    header = (tmp_path / f"{UID}.mhd").read_text(encoding="utf-8")
     assert "TransformMatrix = -1 0 0 0 1 0 0 0 1" in header
     assert "Offset = -120.5 33.25 -310" in header
     assert "ElementType = MET_SHORT" in header
@@ -138,7 +138,7 @@ def test_bad_files(tmp_path, volume):
     assert str(p) in str(exc.value)
 
     hdr = tmp_path / "nodata.mhd"
-    hdr.write_text(p.read_text().replace(f"{UID}.raw", "missing.raw"))
+    hdr.write_text(p.read_text(encoding="utf-8").replace(f"{UID}.raw", "missing.raw"))
     with pytest.raises(DataError, match="missing data file"):
         read_scan(hdr)
 

@@ -23,7 +23,7 @@ def patches(phantom_pre, tmp_path_factory):
 
 
 def test_index_and_centre_voxels(patches):
-    root, pre, out, res = patches
+    root, pre, out, _ = patches
     store = PatchStore(out)
     idx = store.index
     assert list(idx.columns) == INDEX_COLUMNS

@@ -112,7 +112,7 @@ def _damage(out: Path) -> dict[str, Path]:
     p[0]["array"].write_bytes(b"")                                      # zero-byte array
     lung = p[1]["lung"].read_bytes()
     p[1]["lung"].write_bytes(lung[: len(lung) // 2])                    # truncated mask
-    side = p[2]["sidecar"].read_text()
+    side = p[2]["sidecar"].read_text(encoding="utf-8")
     p[2]["sidecar"].write_text(side[: len(side) // 3])                  # truncated JSON
     arr = p[3]["array"].read_bytes()
     p[3]["array"].write_bytes(arr[:60])                                 # truncated inside the header
@@ -152,7 +152,7 @@ def test_mismatched_sidecar_and_extra_bytes_are_not_done(luna, clean, tmp_path):
     shutil.copytree(clean, out)
     uid = ALL[0]
     p = paths_for(out, uid)
-    side = json.loads(p["sidecar"].read_text())
+    side = json.loads(p["sidecar"].read_text(encoding="utf-8"))
     side["geometry"]["shape_zyx"][0] += 1
     p["sidecar"].write_text(json.dumps(side))
     assert not is_done(out, uid, CFG.params_hash())
@@ -186,7 +186,7 @@ def test_scan_removed_from_input_leaves_the_manifest_but_keeps_its_files(luna, c
     assert (res.manifest["status"] == "skipped").all() and len(res.manifest) == 3
     man = pd.read_csv(out / "manifest.csv", dtype={"seriesuid": str})
     assert gone not in set(man["seriesuid"]) and len(man) == 3
-    assert json.loads((out / "summary.json").read_text())["n_scans"] == 3
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["n_scans"] == 3
     assert all(f.is_file() for f in paths_for(out, gone).values())  # kept: not deleted
     assert "no longer in the input" in caplog.text and gone in caplog.text
 
@@ -313,4 +313,4 @@ def test_preprocess_cli_bad_inputs_give_one_line_errors(luna, tmp_path):
         _one_line_error(res, *needles)
         assert res.returncode == 1, name
     assert not (tmp_path / "o").exists()  # no case wrote anything
-    assert (tmp_path / "a_file").read_text() == "x"
+    assert (tmp_path / "a_file").read_text(encoding="utf-8") == "x"

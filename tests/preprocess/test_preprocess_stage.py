@@ -21,7 +21,7 @@ from pipeline.preprocess.stage import run
 
 REPO = Path(__file__).resolve().parents[2]
 UIDS = {0: ["1.2.826.0.1.1", "1.2.826.0.1.2"], 1: ["1.2.826.0.1.3"], 2: ["1.2.826.0.1.4"]}
-SMALL = dict(shape_zyx=(24, 96, 100), spacing_xyz_mm=(1.0, 1.0, 3.0))
+SMALL = {"shape_zyx": (24, 96, 100), "spacing_xyz_mm": (1.0, 1.0, 3.0)}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_outputs_manifest_sidecar_and_load(luna, clean_run):
     assert list(man.columns) == ["seriesuid", "subset", "status", "reason"]
     assert (man["status"] == "ok").all() and len(man) == 4
     uid = UIDS[0][0]
-    side = json.loads((out / f"{uid}.json").read_text())
+    side = json.loads((out / f"{uid}.json").read_text(encoding="utf-8"))
     for k in ("seriesuid", "subset", "source_path", "original_geometry", "geometry", "window_hu",
               "spacing_xyz_mm", "params_hash", "lung_volume_ml"):
         assert k in side
@@ -70,7 +70,7 @@ def test_outputs_manifest_sidecar_and_load(luna, clean_run):
     np.testing.assert_array_equal(loaded.array_zyx, direct.array_zyx)
     np.testing.assert_array_equal(loaded.lung_zyx, direct.lung_zyx)
     assert loaded.geometry == direct.geometry
-    summ = json.loads((out / "summary.json").read_text())
+    summ = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summ["ok"] == 4 and not any(k.startswith(("seconds", "peak_rss", "workers")) for k in summ)
     assert res.summary["run"]["peak_rss_mb_max"] > 0 and res.summary["run"]["seconds_per_scan_mean"] > 0
     assert pd.read_csv(out / "failures.csv").empty
@@ -84,7 +84,7 @@ def test_same_input_gives_byte_identical_outputs(luna, clean_run, tmp_path):
     hashes = _tree_hashes(tmp_path / "again")
     assert {"manifest.csv", "failures.csv", "summary.json"} <= set(hashes)
     assert hashes == _tree_hashes(clean_run[0])
-    log = json.loads((tmp_path / "logs" / "preprocess.json").read_text())
+    log = json.loads((tmp_path / "logs" / "preprocess.json").read_text(encoding="utf-8"))
     assert log["stage"] == "preprocess" and log["computed"] == 4 and log["seconds_total"] > 0
     assert log["pid"] == os.getpid() and len(log["per_scan"]) == 4 and log["workers"] == 1
     assert res.summary["run"]["seconds_total"] == log["seconds_total"]
@@ -117,7 +117,7 @@ def test_kill_then_restart_gives_identical_outputs(luna, clean_run, tmp_path):
     n_done = len([p for p in out.glob("*.json") if p.name != "summary.json"])
     assert 1 <= n_done < 4, f"kill came too late or too early ({n_done} scans done)"
     assert not (out / "manifest.csv").exists()
-    rc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    rc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     assert rc.returncode == 0, rc.stderr
     man = pd.read_csv(out / "manifest.csv")
     assert (man["status"] == "ok").all()  # reused scans are "ok" in the file: same bytes as a clean run
@@ -156,7 +156,8 @@ def test_bad_scans_reported_others_processed(luna, tmp_path):
         run(root, tmp_path / "pre2", PreprocessConfig(workers=1, max_failures=1), progress=False)
     rc = subprocess.run([sys.executable, "-m", "pipeline", "preprocess", "--luna", str(root), "--out",
                          str(tmp_path / "pre3"), "--max-failures", "0", "--no-progress", "--workers", "1",
-                         "--params", str(_defaults(tmp_path))], cwd=REPO, capture_output=True, text=True)
+                         "--params", str(_defaults(tmp_path))], cwd=REPO, capture_output=True, text=True,
+                        check=False)
     assert rc.returncode == 1 and "failures.csv" in rc.stderr
 
 

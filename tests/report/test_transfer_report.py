@@ -19,8 +19,9 @@ import json, pathlib, yaml
 p = yaml.safe_load(open("params.yaml"))["train"]
 auc0 = {"efficientnet_lite0": 0.70, "ct_i3resnet152": 0.80}[p["encoder"]] - (0.2 if p["weights"] == "none" else 0)
 live = pathlib.Path("dvclive/classifier")
-for sub, name, vals in (("val", "val_auc", [auc0 + 0.05 * i for i in range(3)]),
-                        ("perf", "seconds", [2.0, 2.0, 2.0])):
+(live / "timings.json").parent.mkdir(parents=True, exist_ok=True)
+(live / "timings.json").write_text(json.dumps({"seconds_per_epoch": [2.0, 2.0, 2.0]}))
+for sub, name, vals in (("val", "val_auc", [auc0 + 0.05 * i for i in range(3)]),):
     d = live / "plots" / "metrics" / sub
     d.mkdir(parents=True, exist_ok=True)
     (d / f"{name}.tsv").write_text("step\\t" + name + "\\n" + "".join(f"{i}\\t{v}\\n" for i, v in enumerate(vals)))
@@ -83,7 +84,7 @@ def test_report_table_and_figure_from_dvc_experiments(exp_repo, tmp_path, monkey
     assert res["rows"] == 3
     png = Path(res["figure"])
     assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
-    md = Path(res["table"]).read_text()
+    md = Path(res["table"]).read_text(encoding="utf-8")
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| experiment | encoder | weights | input | strategy | test AUC")
     rows = {ln.split(" | ")[0][2:]: ln for ln in lines[1:]}
@@ -91,7 +92,7 @@ def test_report_table_and_figure_from_dvc_experiments(exp_repo, tmp_path, monkey
     assert "| ct_i3resnet152 | pretrained | 3D | linear_probe | 0.900 | 0.800 | 0.700 |" in rows["ct-probe"]
     assert "| ct_i3resnet152 | none | 3D | linear_probe | 0.700 | 0.600 | 0.500 |" in rows["ct-random"]
     assert "| efficientnet_lite0 | pretrained | 2D | partial | 0.800 | 0.700 | 0.600 |" in rows["main"]
-    assert "| 2.0 |" in rows["main"]  # seconds per epoch from the DVCLive perf curve
+    assert "| 2.0 |" in rows["main"]  # seconds per epoch from DVCLive's timings.json
 
 
 def test_report_cli_selects_experiments_and_names_unknown(exp_repo, tmp_path, monkeypatch, capsys):
@@ -103,7 +104,7 @@ def test_report_cli_selects_experiments_and_names_unknown(exp_repo, tmp_path, mo
                  "--exp", "ct-random", "--exp", "ct-probe"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rows"] == 2
-    md = (tmp_path / "o" / "transfer.md").read_text()
+    md = (tmp_path / "o" / "transfer.md").read_text(encoding="utf-8")
     assert md.index("ct-random") < md.index("ct-probe")
     assert main(["transfer-report", "--repo", str(repo), "--out", str(tmp_path / "o2"), "--exp", "nope"]) == 1
     err = capsys.readouterr().err

@@ -83,7 +83,7 @@ def test_exhausted_negative_pools_give_fewer_rows_never_inside_a_nodule():
 
 def test_default_output_unchanged_by_the_new_fields(tiny_luna, tmp_path):
     """The defaults keep the old random draws: explicit defaults give the same bytes as tiny_luna."""
-    params = json.loads((tiny_luna / "synth_summary.json").read_text())["params"]
+    params = json.loads((tiny_luna / "synth_summary.json").read_text(encoding="utf-8"))["params"]
     assert {k: params[k] for k in TINY_SYNTH} == TINY_SYNTH
     explicit = {**TINY_SYNTH, "positives_per_nodule": [1, 2], "positive_offset": 0.25,
                 "candidates_csv_names": ["candidates.csv"]}

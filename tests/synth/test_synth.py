@@ -23,7 +23,7 @@ COORDS = ["coordX", "coordY", "coordZ"]
 
 
 def _cfg(root) -> SynthConfig:
-    return from_dict(SynthConfig, json.loads((root / "synth_summary.json").read_text())["params"], "synth")
+    return from_dict(SynthConfig, json.loads((root / "synth_summary.json").read_text(encoding="utf-8"))["params"], "synth")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_layout_and_luna16_columns(tiny_luna):
     assert len(idx) == 4 and sorted(idx["subset"].unique()) == [0, 1]
     uids = read_seriesuids(tiny_luna / "seriesuids.csv")
     assert sorted(uids) == sorted(idx["seriesuid"])
-    assert not (tiny_luna / "seriesuids.csv").read_text().startswith("seriesuid")
+    assert not (tiny_luna / "seriesuids.csv").read_text(encoding="utf-8").startswith("seriesuid")
     for u in uids:
         assert re.fullmatch(r"1\.3\.6\.1\.4\.1\.14519\.5\.2\.1\.6279\.6001\.[1-9][0-9]+", u) and 55 <= len(u) <= 64
     ann = read_annotations(tiny_luna / "annotations.csv")
@@ -52,7 +52,7 @@ def test_layout_and_luna16_columns(tiny_luna):
     assert len(exc) > 0 and (small | (exc["diameter_mm"] >= 30)).all()  # < 3 mm / unknown, or a mass
     assert (~small).sum() == 1  # round(0.25 * 4) scans hold a mass
     for path in idx["path"]:
-        header = dict(ln.split(" = ", 1) for ln in Path(path).read_text().splitlines())
+        header = dict(ln.split(" = ", 1) for ln in Path(path).read_text(encoding="utf-8").splitlines())
         assert header["ElementType"] == "MET_SHORT" and header["NDims"] == "3"
         assert {"Offset", "ElementSpacing", "TransformMatrix", "DimSize", "ElementDataFile"} <= set(header)
         scan = read_scan(path)
@@ -60,7 +60,7 @@ def test_layout_and_luna16_columns(tiny_luna):
         sx, sy, sz = scan.geometry.spacing_xyz_mm
         assert sx == sy and 0.5 <= sx <= 0.9 and sz in (0.625, 1.0, 1.25, 2.0, 2.5)
         assert scan.geometry.origin_xyz_mm[2] < 0
-    summary = json.loads((tiny_luna / "synth_summary.json").read_text())
+    summary = json.loads((tiny_luna / "synth_summary.json").read_text(encoding="utf-8"))
     assert summary["counts"]["scans"] == 4 and summary["bytes_per_scan"] > 0
     assert "seconds" not in json.dumps(summary)  # timings go to the run log, not into the DVC output
 
@@ -77,11 +77,11 @@ def test_deterministic_bytes(tiny_luna, tmp_path, caplog):
         assert sha256_file(tiny_luna / f) == sha256_file(tmp_path / "a" / f), f
     # progress lines without a progress bar (dvc repro passes --no-progress), timings in the run log
     assert any(re.match(r"synth: 4/4 \(100%\) elapsed \d+s, ETA 0s, ", r.getMessage()) for r in caplog.records)
-    run_log = json.loads((tmp_path / "logs" / "synth.json").read_text())
+    run_log = json.loads((tmp_path / "logs" / "synth.json").read_text(encoding="utf-8"))
     assert run_log["stage"] == "synth" and run_log["scans"] == 4 and run_log["seconds"] > 0
     assert run_log["seconds_per_scan"] == res.seconds_per_scan and len(res.seconds_per_scan) == 4
     other = generate(tmp_path / "b", from_dict(SynthConfig, {**json.loads(
-        (tiny_luna / "synth_summary.json").read_text())["params"], "seed": 3, "scans": 1}), progress=False)
+        (tiny_luna / "synth_summary.json").read_text(encoding="utf-8"))["params"], "seed": 3, "scans": 1}), progress=False)
     assert other.scans[0].seriesuid != plan_scans(cfg)[0].seriesuid
     assert sha256_file(tmp_path / "b" / "candidates.csv") != sha256_file(tiny_luna / "candidates.csv")
 

@@ -39,7 +39,7 @@ def test_cache_is_reused_and_invalidated(easy_patches, tmp_path):
     # another store (same shards, one label changed in index.csv): another key
     other = tmp_path / "store2"
     shutil.copytree(easy_patches, other)
-    idx = (other / "index.csv").read_text().splitlines()
+    idx = (other / "index.csv").read_text(encoding="utf-8").splitlines()
     (other / "index.csv").write_text("\n".join([idx[0], idx[1].replace(",0,", ",1,", 1), *idx[2:]]) + "\n")
     d, meta4 = store_features(model, PatchStore(other), cache=cache)
     assert not meta4["cached"] and meta4["key"] not in (meta["key"], meta3["key"])

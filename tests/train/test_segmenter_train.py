@@ -19,10 +19,10 @@ def test_segmenter_one_epoch(easy_patches, tmp_path):
     res = train_segmenter(easy_patches, tmp_path / "seg", cfg, live_dir=tmp_path / "live", progress=False)
     out = tmp_path / "seg"
     assert {"model.pt", "last.pt", "config.json", "provenance.json", "metrics.json"} <= {p.name for p in out.iterdir()}
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m["epochs_run"] == 1 and m["strategy"] == "scratch" and 0.0 <= m["val_dice"] <= 1.0
-    assert json.loads((out / "config.json").read_text())["input"]["crop"] == 16
-    assert "val_dice" in json.loads((tmp_path / "live" / "metrics.json").read_text())["val"]
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["input"]["crop"] == 16
+    assert "val_dice" in json.loads((tmp_path / "live" / "metrics.json").read_text(encoding="utf-8"))["val"]
     model, config = load_model(out)
     assert config["task"] == "segmenter"
     with torch.no_grad():

@@ -89,7 +89,7 @@ def _group_worker(rank: int, world: int, init: str, out: str) -> None:
 def test_gather_of_unequal_shards_broadcast_sync_and_rng_in_a_two_process_gloo_group(tmp_path):
     mp.start_processes(_group_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2,
                        join=True, start_method="fork")  # fork: no re-import of torch in the children
-    d0, d1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    d0, d1 = (json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1))
     assert d0 != d1
 
 
@@ -225,7 +225,7 @@ def test_torchrun_trains_once_and_gathered_val_metrics_equal_one_process(ddp_run
     assert {"model.pt", "last.pt", "config.json", "metrics.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
     assert res.stdout.count('"best_val_auc"') == 1  # only rank 0 reports
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert m["epochs_run"] == 2 and m["n_val"] == 40
     val = _single_process_val(out, easy_patches)  # the saved (best) model, every val row, one process
     for k in ("val_auc", "val_accuracy", "val_loss"):
@@ -233,7 +233,7 @@ def test_torchrun_trains_once_and_gathered_val_metrics_equal_one_process(ddp_run
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["world_size"] == 2 and len(ck["rng"]) == 2
     assert not torch.equal(ck["rng"][0]["torch"], ck["rng"][1]["torch"])  # each rank its own stream
-    live = json.loads((base / "la" / "metrics.json").read_text())
+    live = json.loads((base / "la" / "metrics.json").read_text(encoding="utf-8"))
     assert live["step"] == 1
 
 
@@ -265,7 +265,7 @@ def test_torchrun_predict_writes_what_one_process_writes(ddp_run, easy_patches, 
                "--out", str(tmp_path / "two"), "--split", "test", "--device", "cpu"], cwd=tmp_path)
     predict(base / "a", easy_patches, tmp_path / "one", split="test", device="cpu")
     for name in ("seriesuids.csv", "predict_summary.json"):
-        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+        assert (tmp_path / "two" / name).read_text(encoding="utf-8") == (tmp_path / "one" / name).read_text(encoding="utf-8"), name
     for name in ("predictions.csv", "scored.csv"):  # same rows in the same order; probabilities to float
         two, one = (pd.read_csv(tmp_path / d / name) for d in ("two", "one"))  # round-off (other batches)
         pd.testing.assert_frame_equal(two.drop(columns="probability"), one.drop(columns="probability"))
@@ -286,7 +286,7 @@ def test_torchrun_segmenter_gathered_val_metrics_equal_one_process(easy_patches,
     _torchrun(["-m", "pipeline", "train", "--task", "segmenter", "--patches", str(easy_patches),
                "--out", str(tmp_path / "seg"), "--live", str(tmp_path / "live"), "--params", str(params),
                "--quiet"], cwd=tmp_path)
-    m = json.loads((tmp_path / "seg" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "seg" / "metrics.json").read_text(encoding="utf-8"))
     cfg = SegTrainConfig(**{**seg, "features": tuple(seg["features"])})
     store = PatchStore(easy_patches)
     keep = _row_filter(store.index, cfg.neg_per_pos, cfg.seed)  # the val rows train_segmenter uses

@@ -38,18 +38,18 @@ def test_classifier_learns_and_writes_outputs(trained):
     assert res.metrics["best_val_auc"] > 0.8, res.history
     assert {"model.pt", "last.pt", "config.json", "provenance.json", "metrics.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
-    m = json.loads((out / "metrics.json").read_text())
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     for key in ("best_val_auc", "val_accuracy", "epochs_run", "strategy_reason"):
         assert key in m
     assert not {"train_seconds", "samples_per_s", "wall_seconds"} & set(m)  # timings: run log, not the model folder
     assert res.metrics["train_seconds"] > 0 and res.metrics["samples_per_s"] > 0
     ck0 = torch.load(out / "last.pt", weights_only=True)
     assert not any("seconds" in h or "samples_per_s" in h for h in ck0["history"])
-    prov = json.loads((out / "provenance.json").read_text())
+    prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     assert prov["weights_source"] != "random" and len(prov["sha256"]) == 64
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert cfg["task"] == "classifier" and cfg["patches"]["plane_px"] == 32 and cfg["model"]["weights"] == "pretrained"
-    live = json.loads((base / "live" / "metrics.json").read_text())
+    live = json.loads((base / "live" / "metrics.json").read_text(encoding="utf-8"))
     assert "val" in live and "val_auc" in live["val"] and live["step"] == 4
     assert (base / "live" / "plots" / "metrics" / "val" / "val_auc.tsv").is_file()
     ck = torch.load(out / "last.pt", weights_only=True)
@@ -93,7 +93,7 @@ def test_predict_writes_luna16_columns_and_all_scans(trained, easy_patches, tmp_
     assert len(pred) == 40 and pred["probability"].between(0, 1).all()
     scored = pd.read_csv(tmp_path / "fpr" / "scored.csv")
     assert list(scored.columns) == ["seriesuid", "candidate", "label", "probability"]
-    listed = (tmp_path / "fpr" / "seriesuids.csv").read_text().split()
+    listed = (tmp_path / "fpr" / "seriesuids.csv").read_text(encoding="utf-8").split()
     assert sorted(listed) == sorted(uids) and res.n_scans == 5
 
 
@@ -140,7 +140,7 @@ def test_resume_is_bit_exact(easy_patches, tmp_path, caplog):
         assert torch.equal(sa["model"][k], sb["model"][k]), k
     strip = [{k: v for k, v in h.items() if k not in ("seconds", "samples_per_s")} for h in a.history]
     assert strip == [{k: v for k, v in h.items() if k not in ("seconds", "samples_per_s")} for h in b.history]
-    assert json.loads((tmp_path / "lb" / "metrics.json").read_text())["step"] == 1
+    assert json.loads((tmp_path / "lb" / "metrics.json").read_text(encoding="utf-8"))["step"] == 1
 
 
 def test_precision_and_option_validation():
@@ -167,7 +167,7 @@ def test_bf16_focal_and_cli(easy_patches, tmp_path):
     rc = main(["train", "--patches", str(easy_patches), "--out", str(tmp_path / "m"), "--live", str(tmp_path / "l"),
                "--params", str(params), "--epochs", "1", "--val-subsets", "0", "--test-subsets", "1", "--quiet"])
     assert rc == 0
-    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text(encoding="utf-8"))
     assert m["precision"] == "bfloat16" and m["epochs_run"] == 1 and m["strategy"] == "partial"
     assert "partial" in m["strategy_reason"] and np.isfinite(m["val_loss"])
     rc = main(["predict", "--model", str(tmp_path / "m"), "--patches", str(easy_patches),

@@ -28,7 +28,7 @@ def test_tiny_luna_train_and_predict(tiny_luna, tmp_path):
     assert res.metrics["epochs_run"] == 1 and res.metrics["n_train"] > 0
     import json
 
-    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config = json.loads((tmp_path / "m" / "config.json").read_text(encoding="utf-8"))
     assert config["preprocess"]["params"]["spacing_xyz_mm"] and config["patches"]["plane_px"] == 64
     predict(tmp_path / "m", tmp_path / "p", tmp_path / "fpr", subsets=[1], luna_root=tiny_luna)
     pred = pd.read_csv(tmp_path / "fpr" / "predictions.csv")
