@@ -52,6 +52,11 @@ def test_classifier_learns_and_writes_outputs(trained):
     live = json.loads((base / "live" / "metrics.json").read_text(encoding="utf-8"))
     assert "val" in live and "val_auc" in live["val"] and live["step"] == 4
     assert (base / "live" / "plots" / "metrics" / "val" / "val_auc.tsv").is_file()
+    # results only in the DVC metrics; the timings beside them, one per epoch
+    assert "perf" not in live and not (base / "live" / "plots" / "metrics" / "perf").exists()
+    assert set(live["train"]) == {"train_loss", "lr"}
+    timings = json.loads((base / "live" / "timings.json").read_text(encoding="utf-8"))
+    assert len(timings["seconds_per_epoch"]) == len(timings["samples_per_s"]) == live["step"] + 1
     ck = torch.load(out / "last.pt", weights_only=True)
     assert ck["epoch"] == 4 and len(ck["history"]) == 5
 
