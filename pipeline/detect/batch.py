@@ -134,7 +134,9 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     from pipeline.detect.prefetch import run_jobs
     from pipeline.detect.report import write_report
     from pipeline.detect.scan import STEPS
-    from pipeline.utils import write_json, write_text
+    from pipeline.detect.slicer import write_markups
+    from pipeline.detect.studies import studies_table
+    from pipeline.utils import write_csv, write_json, write_text
 
     cfg = cfg or DetectConfig()
     t0 = time.perf_counter()
@@ -171,12 +173,15 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     findings, errors, records = outputs.collect(out, done)
     errors = pd.concat([errors, pd.DataFrame(problems, columns=outputs.ERROR_COLUMNS)], ignore_index=True)
     outputs.write_tables(out, findings, errors)
+    write_markups(out, records)
+    studies = studies_table(records)
+    write_csv(out / "studies.csv", studies)
     n_ok = len(records)
     counts = {"inputs": found.n_inputs, "scans": len(jobs), "ok": n_ok, "failed": len(jobs) - n_ok,
               "bad_arguments": len(problems), "duplicates": found.duplicates, "findings": len(findings)}
     info = {"counts": counts, "steps": list(STEPS), "config": to_dict(cfg),
             "models": {"classifier": outputs.model_provenance(cls_dir), "segmenter": outputs.model_provenance(seg_dir)}}
-    write_report(out / "report.html", records, errors, info)
+    write_report(out / "report.html", records, errors, info, studies)
     write_json(out / "run.json", info)
     dev = load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)[-1]
     seconds = time.perf_counter() - t0

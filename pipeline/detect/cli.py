@@ -46,6 +46,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-findings", type=int, default=None, help="findings kept per scan (infer.max_findings)")
     p.add_argument("--combine", default=None, help="classifier|geomean|product|mean|segmenter (infer.combine)")
     p.add_argument("--save-maps", action="store_true", help="write NIfTI probability/finding maps (original grid)")
+    p.add_argument("--dicom-out", action="store_true",
+                   help="for DICOM inputs also write a DICOM SEG + SR per series (dicom/); these files carry the "
+                        "source's patient and study identity, to be filed back into a PACS")
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have scans/<id>.json")
     p.add_argument("--scheduler", default=None, help="Dask scheduler tcp://HOST:PORT (one task per scan)")
     p.add_argument("--prefetch", type=int, default=1, metavar="N",
@@ -70,6 +73,8 @@ def _config(args):
             d[key] = getattr(args, flag)
     if getattr(args, "subsets", None) is not None:
         d["subsets"] = args.subsets
+    if getattr(args, "dicom_out", False):
+        d["dicom_out"] = True
     return from_dict(DetectConfig, d, "infer")
 
 

@@ -47,6 +47,9 @@ class DetectConfig:
         measure: segment and measure every finding (:mod:`pipeline.measure`): mask, centre, volume,
             axes, type, Lung-RADS category, image number, side; the classifier scores the mask's
             centre. False: the coordinate list of the segmenter's components only.
+        dicom_out: for every DICOM input series also a DICOM SEG + SR (``dicom/<id>_{seg,sr}.dcm``,
+            :mod:`pipeline.detect.dicom_export`); opt-in because they carry the source's patient and
+            study identity, as objects filed back into a PACS must.
         max_failures: ``infer`` only: exit 0 (not 3) while at most this many scans failed (they are
             listed in errors.csv and still count as scans in seriesuids.csv, i.e. as misses).
     """
@@ -69,6 +72,7 @@ class DetectConfig:
     subsets: tuple[int, ...] | None = None
     max_failures: int = 0
     measure: bool = True
+    dicom_out: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.seg_threshold) < 1.0:

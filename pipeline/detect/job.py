@@ -99,6 +99,24 @@ def _prepared(pre):
     return fn
 
 
+def _dicom(out: Path, sid: str, scan, res, cls_dir: str | None, seg_dir: str) -> dict:
+    """DICOM SEG + SR of this scan's findings (:mod:`pipeline.detect.dicom_export`); a scan that is
+    not a DICOM series (or cannot be exported) gets ``{"skipped": reason}``, never a failure."""
+    from pipeline.detect import outputs
+    from pipeline.detect.dicom_export import export_scan
+
+    if (scan.meta or {}).get("format") != "dicom":
+        return {"skipped": "not a DICOM series"}
+    labels = outputs.finding_mask(res.findings, res.original_geometry or scan.geometry, res.masks)
+    models = {f"{k}_sha256": (outputs.model_provenance(Path(d)) or {}).get("model_sha256")
+              for k, d in (("classifier", cls_dir), ("segmenter", seg_dir)) if d}
+    records = res.findings.astype(object).where(res.findings.notna(), None).to_dict("records")
+    got = export_scan(out / "dicom", sid, scan, records, labels, models)
+    if "skipped" in got:
+        log.warning("%s: no DICOM SEG/SR: %s", scan.path, got["skipped"])
+    return got
+
+
 def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: DetectConfig,
                 save_maps: bool = False, report_top: int = 5, key: str = "", index: dict | None = None,
                 prefetched=None) -> dict:
@@ -154,9 +172,12 @@ def process_one(job: Job, out_dir: str, cls_dir: str | None, seg_dir: str, cfg: 
             outputs.write_maps(out / "maps", sid, res)
         crops = render_scan(scan.array_zyx, scan.geometry, res.findings, out / "report", sid,
                             top=max(report_top, len(res.findings)), masks=res.masks)
+        extra = {"crops": crops, "identity": prep.identity, "run_key": key,
+                 "study_uid": (scan.meta or {}).get("study_uid") or None}
+        if cfg.dicom_out:
+            extra["dicom"] = _dicom(out, sid, scan, res, cls_dir, seg_dir)
         seconds["outputs"] = time.perf_counter() - t
-        outputs.write_scan_result(out, sid, job.rel, res, {"crops": crops, "identity": prep.identity,
-                                                           "run_key": key})
+        outputs.write_scan_result(out, sid, job.rel, res, extra)
         return {"id": sid, "scan": job.rel, "status": "ok", "reason": "",
                 "seconds": {k: round(float(v), 4) for k, v in seconds.items()}, "device": str(dev)}
     except DataError as exc:

@@ -96,6 +96,9 @@ def reusable(out_dir: Path, scan_id: str, identity: str, run_key: str, save_maps
     out = Path(out_dir)
     if not all((out / c).is_file() for c in rec.get("crops", [])):
         return False
+    dicom = rec.get("dicom") or {}
+    if not all((out / dicom[k]).is_file() for k in ("seg", "sr") if k in dicom):
+        return False
     return not save_maps or all((out / "maps" / f"{scan_id}_{k}.nii.gz").is_file() for k in ("prob", "findings"))
 
 

@@ -154,8 +154,11 @@ def _digits(col: str) -> int:
         2 if col.startswith("coord") else 1
 
 
-def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info: dict) -> Path:
-    """``report.html``: summary table (one row per scan), errors, then per scan its findings + crops."""
+def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info: dict,
+                 studies: pd.DataFrame | None = None) -> Path:
+    """``report.html``: per-study summary (``studies``: :func:`pipeline.detect.studies.studies_table`),
+    summary table (one row per scan), errors, then per scan its findings + crops and its files for
+    viewers (Slicer markups; DICOM SEG / SR with ``--dicom-out``)."""
     from pipeline.utils import atomic_path
 
     e = html.escape
@@ -173,7 +176,15 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
     head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>highest Lung-RADS*</th>"
             "<th>top p</th><th>top diameter (mm)</th></tr>")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Nodule detection report</title>",
-             f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>", f"<p>{intro}</p>", head]
+             f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>", f"<p>{intro}</p>"]
+    if studies is not None and len(studies):
+        parts.append("<h2>Studies</h2><table><tr><th class='l'>study</th><th>scans</th><th>findings</th>"
+                     "<th>largest (mean mm)</th><th class='l'>its type</th><th>highest Lung-RADS*</th></tr>")
+        parts += [f"<tr><td class='l'>{e(str(s.study))}</td><td>{s.scans}</td><td>{s.findings}</td>"
+                  f"<td>{_fmt(s.largest_mean_diameter_mm, 1)}</td><td class='l'>{e(str(s.largest_type or ''))}</td>"
+                  f"<td>{e(str(s.highest_lungrads or '–'))}</td></tr>" for s in studies.itertuples()]
+        parts.append("</table>")
+    parts.append(head)
     for r in records:
         f = r["findings"]
         top = f[0] if f else {}
@@ -193,6 +204,9 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
         parts.append(f"<h2 id='{e(r['id'])}'>{e(r['scan'])}</h2><p>series {e(str(r['seriesuid']))}, "
                      f"{r['n_candidates']} candidate(s) scored"
                      + (f"; highest Lung-RADS* category <b>{e(cat)}</b>" if cat else "") + "</p>")
+        files = [f"markups/{r['id']}.mrk.json"] + [v for k, v in (r.get("dicom") or {}).items() if k in ("seg", "sr")]
+        parts.append("<p>For viewers: " + ", ".join(f"<a href='{e(p)}'>{e(p)}</a>" for p in files)
+                     + " (3D Slicer markups, LPS; DICOM SEG / SR)</p>")
         if r["findings"]:
             parts.append("<table><tr><th>#</th>" + "".join(f"<th>{c}</th>" for c in cols) +
                          "<th>voxel (z, y, x)</th></tr>")

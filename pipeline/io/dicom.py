@@ -222,7 +222,9 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
         arr, sg = read_multiframe(files[0].path, folder)
         return _finish(folder, arr, sg, series_uid, {"format": "dicom", "modality": "CT",
                                                      "n_slices": int(arr.shape[0]), "multiframe": True,
-                                                     "instance_numbers": [int(i) + 1 for i in sg.order]})
+                                                     "instance_numbers": [int(i) + 1 for i in sg.order],
+                                                     "study_uid": files[0].study_uid,
+                                                     "source_files": [str(files[0].path)]})
     if len(files) < 2:
         raise DataError(folder, f"series has {len(files)} slice(s); a CT volume needs at least 2")
     _check_slices(folder, files)
@@ -253,7 +255,9 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
                                 f"{(len(ordered), files[0].rows, files[0].cols)}")
     numbers = {f.path: f.instance_number for f in files}
     return _finish(folder, arr, sg, series_uid, {"format": "dicom", "modality": "CT", "n_slices": len(ordered),
-                                                 "instance_numbers": [numbers[p] for p in ordered]})
+                                                 "instance_numbers": [numbers[p] for p in ordered],
+                                                 "study_uid": files[0].study_uid,
+                                                 "source_files": [str(p) for p in ordered]})
 
 
 def write_dicom_series(array_zyx: np.ndarray, geometry: Geometry, folder: str | os.PathLike,
@@ -282,6 +286,7 @@ def write_dicom_series(array_zyx: np.ndarray, geometry: Geometry, folder: str | 
         "0008|0060": modality,
         "0020|000d": study_uid,
         "0020|000e": seriesuid,
+        "0020|0052": seriesuid.rsplit(".", 1)[0] + ".2",  # FrameOfReferenceUID (required by the CT IOD)
         "0020|0037": "\\".join(f"{v:.6f}" for v in (orientation if orientation is not None
                                                       else (*d[:, 0], *d[:, 1]))),
         "0028|1052": "0",

@@ -29,7 +29,7 @@ ENHANCED_IMAGE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT",
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT",
 }
-_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Modality", "ImagePositionPatient", "ImageOrientationPatient",
+_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient", "ImageOrientationPatient",
          "PixelSpacing", "Rows", "Columns", "NumberOfFrames", "InstanceNumber", "ImageType",
          "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"]
 
@@ -61,6 +61,7 @@ class DicomFile:
     instance_number: int | None = None
     image_type: str = ""
     instance_uid: str = ""
+    study_uid: str = ""  # StudyInstanceUID: groups scans into studies (studies.csv); not a patient identifier
 
     @property
     def is_image(self) -> bool:
@@ -109,7 +110,8 @@ def read_header(path: str | os.PathLike) -> DicomFile | None:
                 rows=int(ds.get("Rows", 0) or 0), cols=int(ds.get("Columns", 0) or 0), n_frames=n_frames,
                 instance_number=int(inst) if inst not in (None, "") else None,
                 image_type="\\".join(str(v) for v in (ds.get("ImageType") or [])),
-                instance_uid=str(ds.get("SOPInstanceUID", "") or ""))
+                instance_uid=str(ds.get("SOPInstanceUID", "") or ""),
+                study_uid=str(ds.get("StudyInstanceUID", "") or ""))
     except Exception:  # noqa: BLE001 - a file pydicom cannot parse is a damaged file, reported by the caller
         log.debug("%s: DICOM magic but pydicom cannot parse the header", p)
         return None

@@ -138,6 +138,10 @@ def write_multiframe(array_zyx: np.ndarray, geometry, path: str | Path, *, serie
     ds.Modality = "CT"
     ds.SeriesInstanceUID = seriesuid
     ds.StudyInstanceUID = study_uid or seriesuid.rsplit(".", 1)[0] + ".1"
+    ds.FrameOfReferenceUID = seriesuid.rsplit(".", 1)[0] + ".2"
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+               "ReferringPhysicianName", "AccessionNumber", "StudyID"):  # type 2: present, empty
+        setattr(ds, kw, "")
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.NumberOfFrames = nz
     ds.Rows, ds.Columns = ny, nx

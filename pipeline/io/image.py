@@ -30,7 +30,9 @@ class Scan:
         path: where it was read from.
         meta: non-identifying facts (``format``, ``modality``, ``n_slices``; DICOM:
             ``instance_numbers``, the InstanceNumber (frame number for a multi-frame file) of each
-            z slice, what a viewer shows as the image number; ``gantry_tilt_deg`` when resampled).
+            z slice, what a viewer shows as the image number; ``gantry_tilt_deg`` when resampled;
+            ``study_uid`` (StudyInstanceUID) and ``source_files`` (the files of z slice 0, 1, ...;
+            one file for an enhanced multi-frame series): for studies.csv and the DICOM SEG/SR).
     """
 
     array_zyx: np.ndarray

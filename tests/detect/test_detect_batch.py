@@ -121,6 +121,24 @@ def test_mixed_batch_errors_resume_privacy_maps(inputs, model_root, tmp_path, ca
         rows = f[f["scan"].str.contains(sid)]
         if len(rows):  # the top finding's voxel carries label 1
             assert mask[tuple(rows.iloc[0][["index_z", "index_y", "index_x"]].astype(int))] == 1
+    # 3D Slicer markups per scan: one LPS control point per finding, at its centre
+    for rec_path in (out / "scans").glob("*.json"):
+        if rec_path.name.endswith(".error.json") or rec_path.name == "run_key.txt":
+            continue
+        rec = json.loads(rec_path.read_text(encoding="utf-8"))
+        mk = json.loads((out / "markups" / f"{rec['id']}.mrk.json").read_text(encoding="utf-8"))
+        assert mk["@schema"].endswith("markups-schema-v1.0.3.json#")
+        (m,) = mk["markups"]
+        assert m["type"] == "Fiducial" and m["coordinateSystem"] == "LPS" and m["coordinateUnits"] == "mm"
+        pts = [p["position"] for p in m["controlPoints"]]
+        want = [[fd["coordX"], fd["coordY"], fd["coordZ"]] for fd in rec["findings"]]
+        np.testing.assert_allclose(pts, want, atol=1e-9)
+        assert all(p["label"] == f"F{k}" and "research aid" in p["description"] or not p["description"].count("Lung")
+                   for k, p in enumerate(m["controlPoints"], start=1))
+    # per-study summary: the DICOM series keyed by its StudyInstanceUID, each file its own study
+    st = pd.read_csv(out / "studies.csv", dtype=str, keep_default_na=False)
+    assert len(st) == 3 and st["scans"].astype(int).tolist() == [1, 1, 1]
+    assert (st["study_uid"] != "").sum() == 1 and st["findings"].astype(int).sum() == len(f)
     # resume: finished scans are skipped, failed ones retried, outputs rebuilt identically
     done = {p: p.stat().st_mtime_ns for p in (out / "scans").glob("*.json") if ".error" not in p.name}
     assert len(done) == 3
