@@ -9,7 +9,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are not evaluated (PEP 563)
+    from typing import Self
 
 _TMP_NAME_BYTES = 64  # of a target's name kept in its temporary file's name
 

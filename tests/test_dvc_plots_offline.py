@@ -26,7 +26,7 @@ def _plots(out: Path, template: Path | None) -> Path:
     cmd = [sys.executable, "-m", "dvc", "plots", "show", "-o", str(out)]
     if template is not None:
         cmd += ["--html-template", str(template)]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     return out / "index.html"
 
@@ -34,7 +34,7 @@ def _plots(out: Path, template: Path | None) -> Path:
 def _render(page: Path, tmp: Path, shot: Path | None = None) -> str:
     extra = [f"--screenshot={shot}"] if shot else ["--dump-dom"]
     r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *extra, page.as_uri()],
-                       capture_output=True, text=True, timeout=180, check=False)
+                       capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=180, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 

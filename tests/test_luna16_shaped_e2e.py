@@ -76,7 +76,7 @@ class Project:
     log: Path
 
     def run(self, *args: str, timeout: float = REPRO_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess:
-        p = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
+        p = subprocess.run(list(args), cwd=self.root, env=self.env, capture_output=True, text=True, encoding="utf-8", errors="replace",
                            timeout=timeout, check=False)
         with open(self.log, "a") as fh:
             fh.write(f"$ {' '.join(args)}\n{p.stdout}{p.stderr}\n")

@@ -125,6 +125,21 @@ def locked_out_dir(out_dir, wait_s: float = 0.0, what: str = "detect", force: bo
         yield out
 
 
+def model_cards(cls_dir, seg_dir) -> tuple[dict, str]:
+    """The models' cards (``model_card.json``; None for a model without one) and a warning when a
+    model was trained on synthetic scans only (empty string otherwise)."""
+    from pipeline.modelcard import read_card
+
+    cards = {"classifier": read_card(cls_dir), "segmenter": read_card(seg_dir)}
+    synthetic = [k for k, c in cards.items() if c and (c.get("training_data") or {}).get("synthetic")]
+    warning = ""
+    if synthetic:
+        warning = (f"the {' and '.join(synthetic)} model{'s were' if len(synthetic) > 1 else ' was'} trained on "
+                   "SYNTHETIC scans only (the default run): its findings on patient scans mean nothing; "
+                   "train on the real LUNA16 or your own data first (see MODEL_CARD.md in the model folder)")
+    return cards, warning
+
+
 def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, save_maps: bool, overwrite: bool,
                scheduler, progress: bool, stage: str, run_log, prefetch: int = 1) -> DetectResult:
     """The body of :func:`run`; the caller holds ``out``'s lock (:func:`locked_out_dir`)."""
@@ -148,6 +163,9 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     if not jobs:
         raise DataError(", ".join(str(p) for p in paths), "no scans found in the given paths")
     load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)  # fail early on bad models
+    cards, warning = model_cards(cls_dir, seg_dir)
+    if warning:
+        log.warning("%s", warning)
     key = run_key(cls_dir, seg_dir, cfg)
     key_file = out / "scans" / "run_key.txt"
     try:
@@ -180,7 +198,8 @@ def run_locked(paths, model, out: Path, cfg: DetectConfig | None, *, segmenter, 
     counts = {"inputs": found.n_inputs, "scans": len(jobs), "ok": n_ok, "failed": len(jobs) - n_ok,
               "bad_arguments": len(problems), "duplicates": found.duplicates, "findings": len(findings)}
     info = {"counts": counts, "steps": list(STEPS), "config": to_dict(cfg),
-            "models": {"classifier": outputs.model_provenance(cls_dir), "segmenter": outputs.model_provenance(seg_dir)}}
+            "models": {"classifier": outputs.model_provenance(cls_dir), "segmenter": outputs.model_provenance(seg_dir)},
+            "model_cards": cards, **({"warning": warning} if warning else {})}
     write_report(out / "report.html", records, errors, info, studies)
     write_json(out / "run.json", info)
     dev = load_models(str(cls_dir) if cls_dir else None, str(seg_dir), cfg.device)[-1]

@@ -176,7 +176,11 @@ def write_report(path: Path, records: list[dict], errors: pd.DataFrame, run_info
     head = ("<h2>Summary</h2><table><tr><th class='l'>scan</th><th>findings</th><th>highest Lung-RADS*</th>"
             "<th>top p</th><th>top diameter (mm)</th></tr>")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Nodule detection report</title>",
-             f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>", f"<p>{intro}</p>"]
+             f"<style>{style}</style></head><body>", "<h1>Nodule detection report</h1>"]
+    if run_info.get("warning"):
+        parts.append("<p style='background:#c0392b;color:#fff;padding:8px 12px;font-weight:bold'>Warning: "
+                     f"{e(run_info['warning'])}.</p>")
+    parts.append(f"<p>{intro}</p>")
     if studies is not None and len(studies):
         parts.append("<h2>Studies</h2><table><tr><th class='l'>study</th><th>scans</th><th>findings</th>"
                      "<th>largest (mean mm)</th><th class='l'>its type</th><th>highest Lung-RADS*</th></tr>")

@@ -45,7 +45,7 @@ def screenshot_html(html_path: str | os.PathLike, png_path: str | os.PathLike, *
                "--hide-scrollbars", f"--user-data-dir={profile}/user", f"--screenshot={tmp_png}",
                f"--window-size={int(width)},{int(height)}", html.as_uri()]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+            proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise PipelineError(f"{html}: Chromium screenshot timed out after {timeout_s:.0f} s") from None
         if proc.returncode != 0 or not tmp_png.is_file() or tmp_png.stat().st_size == 0:

@@ -131,6 +131,16 @@ def _write_shards(out: Path, parts: Path, index: pd.DataFrame, cube_shape: tuple
     return n_shards
 
 
+def data_summary(luna: Path, index: pd.DataFrame, nodules: pd.DataFrame) -> dict[str, Any]:
+    """What the store was cut from (for model cards): the LUNA16 root's folder name, whether it is our
+    synthetic data (``synth_summary.json`` beside its CSVs), and per split the scans and nodules."""
+    split_of = index.drop_duplicates("seriesuid").set_index("seriesuid")["split"]
+    nod = nodules[nodules["kind"] == "nodule"]
+    return {"name": luna.resolve().name, "synthetic": (luna / "synth_summary.json").is_file(),
+            "scans": {str(s): int(n) for s, n in split_of.value_counts().sort_index().items()},
+            "nodules": {str(s): int(n) for s, n in nod["seriesuid"].map(split_of).value_counts().sort_index().items()}}
+
+
 def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_dir: str | os.PathLike,
         cfg: PatchesConfig = PatchesConfig(), *, progress: bool = True,
         run_log: str | os.PathLike | None = None) -> PatchesResult:
@@ -225,6 +235,7 @@ def run(luna_root: str | os.PathLike, preprocessed_dir: str | os.PathLike, out_d
         "plane_shape": [3, int(cfg.plane_px), int(cfg.plane_px)], "spacing_xyz_mm": list(sp_xyz),
         "centres_outside_volume": int(sum(s["outside"] for s in stats)),
         "positives_without_annotation": int(((index["label"] == 1) & (index["diameter_mm"] < 0)).sum()),
+        "data": data_summary(luna, index, nodules),
     }
     write_json(out / "summary.json", summary)  # content only: identical inputs give identical bytes
     write_run_log("patches", {"out_dir": str(out), "samples": len(index), "seconds": round(seconds, 2),

@@ -37,7 +37,7 @@ COLUMNS = [  # (column, source key in the flattened record, format)
 
 def _run(cmd: list[str], repo: Path) -> str:
     try:
-        res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
+        res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
     except FileNotFoundError:
         raise DataError(repo, f"'{cmd[0]}' not found on PATH (needed for the transfer report)") from None
     if res.returncode != 0:
@@ -95,7 +95,7 @@ def git_file(repo: Path, rev: str, path: str) -> str | None:
     if rev == "workspace":
         p = repo / path
         return p.read_text(encoding="utf-8") if p.is_file() else None
-    res = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, check=False)
+    res = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
     return res.stdout if res.returncode == 0 else None
 
 

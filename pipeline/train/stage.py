@@ -50,7 +50,7 @@ def input_context(patches_dir, preprocessed_dir=None) -> dict[str, Any]:
     summ = read_json(p / "summary.json") if (p / "summary.json").is_file() else {}
     ctx = {"patches": summ.get("params", {}), "spacing_xyz_mm": summ.get("spacing_xyz_mm"),
            "cube_shape_zyx": summ.get("cube_shape_zyx"), "plane_shape": summ.get("plane_shape"),
-           "preprocess": {}}
+           "data": summ.get("data"), "preprocess": {}}
     if preprocessed_dir is not None and (Path(preprocessed_dir) / "summary.json").is_file():
         pre = read_json(Path(preprocessed_dir) / "summary.json")
         ctx["preprocess"] = {"params": pre.get("params", {}), "params_hash": pre.get("params_hash")}
@@ -122,6 +122,9 @@ def finish_outputs(out: Path, model, cfg, config: dict, strategy: str, reason: s
     metrics = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in metrics.items()}
     if main:
         write_json(out / "metrics.json", metrics)  # content only: timings go to the run log below
+        from pipeline.modelcard import write_card
+
+        write_card(out, config, metrics, dict(model.provenance))
     timing = {"train_seconds": round(fit.seconds, 2), "seconds_per_epoch": round(fit.seconds / max(fit.epochs_run, 1), 2),
               "samples_per_s": round(fit.samples_per_s, 1), "wall_seconds": round(time.perf_counter() - t0, 2)}
     if main:

@@ -4,6 +4,9 @@ frame of reference; the SR's measurements equal the findings. On a synthetic DIC
 multi-frame one, and the real LIDC-IDRI-0003 slab (when ``../shared`` is present)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from detect_helpers import make_phantom
@@ -60,6 +63,11 @@ def _check(tmp_path, scan, centres):
         ipp = {tuple(np.round([float(v) for v in ds.ImagePositionPatient], 3)) for ds in sources}
         for fr in seg.PerFrameFunctionalGroupsSequence:  # every frame on a source slice
             assert tuple(np.round([float(v) for v in fr.PlanePositionSequence[0].ImagePositionPatient], 3)) in ipp
+    if shutil.which("dciodvfy"):  # dicom3tools' IOD checker, when installed (.ci/run installs it)
+        for name in (got["seg"], got["sr"]):
+            res = subprocess.run(["dciodvfy", str(tmp_path / name)], capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
+            errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+            assert not errors, (name, errors[:5])
     sr = hd.sr.srread(tmp_path / got["sr"])
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert len(groups) == len(centres)

@@ -61,7 +61,7 @@ def _subprocess(args, cwd: Path, timeout=120) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(PARAMS)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "pipeline", "detect", *map(str, args), "--params", "params.yaml",
-                           "--no-progress"], check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                           "--no-progress"], check=False, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace",
                           timeout=timeout)
 
 
@@ -165,7 +165,7 @@ def _hold_lock(out: Path, seconds: float) -> subprocess.Popen:
             f"with output_lock({str(out)!r}, what='detect'):\n"
             "    print('held', flush=True)\n"
             f"    time.sleep({seconds})\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.stdout.readline().strip() == "held"
     return proc

@@ -22,7 +22,7 @@ def _env() -> dict[str, str]:
 
 def _cli(args: list, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_measure_at_the_luna16_centre_against_the_readers(slab):
     vols = [r["volume_mm3"] for r in readers]
     longs = [r["long_axis_mm"] for r in readers]
     proc = subprocess.run([sys.executable, "-m", "pipeline", "measure", str(folder), "--at",
-                           ",".join(map(str, CENTRE_XYZ_MM))], capture_output=True, text=True, cwd=REPO,
+                           ",".join(map(str, CENTRE_XYZ_MM))], capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=REPO,
                           check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     import io

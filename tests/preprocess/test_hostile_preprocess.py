@@ -58,7 +58,7 @@ def _defaults(tmp_path: Path) -> Path:
 
 def _cli(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, check=False)
 
 
 def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
@@ -82,7 +82,7 @@ def test_second_run_on_a_locked_output_stops_at_once_with_one_line(luna, tmp_pat
             "import time\nfrom pipeline.lock import output_lock\n"
             f"with output_lock({str(out)!r}, what='preprocess'):\n"
             "    print('locked', flush=True)\n    time.sleep(120)\n")],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
     try:
         assert holder.stdout.readline().strip() == "locked"
         t0 = time.monotonic()
@@ -260,7 +260,7 @@ def test_kill9_of_preprocess_leaves_no_worker_process_and_rerun_completes(tmp_pa
             if _running(p):
                 os.kill(p, signal.SIGKILL)
     assert not (out / "manifest.csv").exists()
-    res = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+    res = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300,
                          check=False)
     assert res.returncode == 0, res.stderr
     man = pd.read_csv(out / "manifest.csv", dtype={"seriesuid": str})

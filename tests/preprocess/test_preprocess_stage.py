@@ -117,7 +117,7 @@ def test_kill_then_restart_gives_identical_outputs(luna, clean_run, tmp_path):
     n_done = len([p for p in out.glob("*.json") if p.name != "summary.json"])
     assert 1 <= n_done < 4, f"kill came too late or too early ({n_done} scans done)"
     assert not (out / "manifest.csv").exists()
-    rc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    rc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
     assert rc.returncode == 0, rc.stderr
     man = pd.read_csv(out / "manifest.csv")
     assert (man["status"] == "ok").all()  # reused scans are "ok" in the file: same bytes as a clean run
@@ -156,7 +156,7 @@ def test_bad_scans_reported_others_processed(luna, tmp_path):
         run(root, tmp_path / "pre2", PreprocessConfig(workers=1, max_failures=1), progress=False)
     rc = subprocess.run([sys.executable, "-m", "pipeline", "preprocess", "--luna", str(root), "--out",
                          str(tmp_path / "pre3"), "--max-failures", "0", "--no-progress", "--workers", "1",
-                         "--params", str(_defaults(tmp_path))], cwd=REPO, capture_output=True, text=True,
+                         "--params", str(_defaults(tmp_path))], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
                         check=False)
     assert rc.returncode == 1 and "failures.csv" in rc.stderr
 

@@ -49,7 +49,7 @@ DVC_YAML = '''stages:
 
 
 def _sh(args, cwd, env):
-    subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, text=True, encoding="utf-8", errors="replace")
 
 
 @pytest.fixture(scope="module")

@@ -189,7 +189,7 @@ def _torchrun(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Comp
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
-    res = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
     assert res.returncode == 0, res.stderr[-4000:]
     return res
 

@@ -52,6 +52,9 @@ def test_classifier_learns_and_writes_outputs(trained):
     live = json.loads((base / "live" / "metrics.json").read_text(encoding="utf-8"))
     assert "val" in live and "val_auc" in live["val"] and live["step"] == 4
     assert (base / "live" / "plots" / "metrics" / "val" / "val_auc.tsv").is_file()
+    card = json.loads((base / "model" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["task"] == "classifier" and card["metrics"]["validation"]["best_val_auc"] is not None
+    assert (base / "model" / "MODEL_CARD.md").is_file()
     # results only in the DVC metrics; the timings beside them, one per epoch
     assert "perf" not in live and not (base / "live" / "plots" / "metrics" / "perf").exists()
     assert set(live["train"]) == {"train_loss", "lr"}
