@@ -31,8 +31,9 @@ def _licence(provenance: dict) -> str:
     if pkg:
         try:
             meta = importlib.metadata.metadata(pkg)
-            lic = meta.get("License-Expression") or meta.get("License") or "see the package"
-            return f"{pkg} ({lic})"
+            lic = meta.get("License-Expression") or meta.get("License") or ""
+            return f"{pkg} ({lic})" if lic and lic.upper() != "UNKNOWN" else \
+                f"{pkg} (no licence stated in its metadata: check its project page before redistributing)"
         except importlib.metadata.PackageNotFoundError:
             return f"{pkg} (package not installed here)"
     for key, text in LICENCES.items():
@@ -47,6 +48,7 @@ def build_card(config: dict, metrics: dict, provenance: dict) -> dict[str, Any]:
 
     data = dict(config.get("data") or {})
     train = config.get("train") or {}
+    folds = (config.get("patches") or {}).get("folds") or {}
     task = config.get("task")
     return {
         "name": f"lung-nodule-pipeline {task}",
@@ -56,7 +58,9 @@ def build_card(config: dict, metrics: dict, provenance: dict) -> dict[str, Any]:
         "training_data": {
             "name": data.get("name"), "synthetic": data.get("synthetic"),
             "scans_per_split": data.get("scans"), "nodules_per_split": data.get("nodules"),
-            "test_subsets": train.get("test_subsets"), "val_subsets": train.get("val_subsets"),
+            # the train params override the patch store's folds when set
+            "test_subsets": train.get("test_subsets") or folds.get("test"),
+            "val_subsets": train.get("val_subsets") or folds.get("val"),
         },
         "metrics": {
             "validation": {k: v for k, v in metrics.items() if k.startswith(("val_", "best_"))},
