@@ -1,4 +1,5 @@
 """Reading/writing scans: round trips across formats, bad files, the real DICOM slabs."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +200,11 @@ def test_real_slab_lidc0003_geometry_and_nodule():
     lung = scan.array_zyx[:, 150:350, 300:420]
     assert np.percentile(lung, 25) < -600
     # no identifying data in what we carry
-    assert set(scan.meta) <= {"format", "modality", "n_slices", "instance_numbers"}
+    assert set(scan.meta) <= {"format", "modality", "n_slices", "instance_numbers", "study_uid", "source_files"}
     assert all(isinstance(n, int) for n in scan.meta["instance_numbers"])  # image numbers, nothing else
+    assert re.fullmatch(r"[0-9.]+", scan.meta["study_uid"])  # a UID (groups studies), not a name or an ID
+    assert len(scan.meta["source_files"]) == scan.array_zyx.shape[0]  # the slices' files, in z order
+    assert all(Path(f).parent == folder for f in scan.meta["source_files"])
 
 
 @needs_shared
